@@ -1,0 +1,3 @@
+package deps
+
+import _ "github.com/coder/coder/v2/vpn"
