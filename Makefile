@@ -9,12 +9,49 @@ PROTOC_GEN_GO := $(BUILD)/protoc-gen-go
 RACE_PKGS ?= ./...
 FUZZTIME ?= 10s
 
-.PHONY: all build dylib test unit fuzz bench demo proto check-proto lint vet-darwin tools
+UNAME_S := $(shell uname -s)
+LDFLAGS := -s -w -X github.com/codervpn/codervpn/internal/buildinfo.Version=$(VERSION)
+CC ?= cc
+
+.PHONY: all build dylib dlhost test unit fuzz bench demo proto check-proto lint vet-darwin
 
 all: build
 
 build:
 	$(GO) build ./...
+
+ifeq ($(UNAME_S),Darwin)
+# dylib: a universal (arm64 + amd64) libcodervpn.dylib with an Info.plist in
+# __TEXT,__info_plist, so the NetworkExtension can read the version after it
+# has verified the signature. Sign it with scripts/sign-macos.sh.
+MACOSX_DEPLOYMENT_TARGET ?= 12.0
+export MACOSX_DEPLOYMENT_TARGET
+dylib:
+	@mkdir -p $(BUILD)
+	sed -e 's/@VERSION@/$(VERSION)/g' scripts/Info.plist.in > $(BUILD)/Info.plist
+	for arch in arm64 amd64; do \
+		CGO_ENABLED=1 GOOS=darwin GOARCH=$$arch \
+		CGO_CFLAGS="-mmacosx-version-min=$(MACOSX_DEPLOYMENT_TARGET)" \
+		CGO_LDFLAGS="-mmacosx-version-min=$(MACOSX_DEPLOYMENT_TARGET)" \
+		$(GO) build -buildmode=c-shared -trimpath \
+			-ldflags '$(LDFLAGS) -extldflags "-sectcreate __TEXT __info_plist $(CURDIR)/$(BUILD)/Info.plist"' \
+			-o $(BUILD)/libcodervpn-$$arch.dylib ./cmd/dylib || exit 1; \
+	done
+	lipo -create -output $(BUILD)/libcodervpn.dylib $(BUILD)/libcodervpn-arm64.dylib $(BUILD)/libcodervpn-amd64.dylib
+	mv $(BUILD)/libcodervpn-arm64.h $(BUILD)/codervpn.h
+	rm -f $(BUILD)/libcodervpn-arm64.dylib $(BUILD)/libcodervpn-amd64.dylib $(BUILD)/libcodervpn-amd64.h
+else
+dylib:
+	@mkdir -p $(BUILD)
+	CGO_ENABLED=1 $(GO) build -buildmode=c-shared -trimpath -ldflags '$(LDFLAGS)' \
+		-o $(BUILD)/libcodervpn.so ./cmd/dylib
+	mv $(BUILD)/libcodervpn.h $(BUILD)/codervpn.h
+endif
+
+# dlhost: the C host that dlopens the library the way the NetworkExtension does.
+dlhost:
+	@mkdir -p $(BUILD)
+	$(CC) -Wall -Wextra -O2 -o $(BUILD)/dlhost scripts/dlhost.c -ldl -lpthread
 
 $(PROTOC_GEN_GO): go.mod go.sum
 	@mkdir -p $(BUILD)
