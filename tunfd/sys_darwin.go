@@ -1,0 +1,57 @@
+package tunfd
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// recvPacket reads one packet from a non-blocking fd into p. On a socket (a
+// utun is a kernel-control datagram socket) recvmsg reports MSG_TRUNC when the
+// datagram did not fit; the returned length is then what was copied.
+func recvPacket(fd int, p []byte, sock bool) (int, bool, unix.Errno) {
+	if sock {
+		n, _, flags, _, err := unix.Recvmsg(fd, p, nil, 0)
+		if err != nil {
+			return 0, false, toErrno(err)
+		}
+		return n, flags&unix.MSG_TRUNC != 0, 0
+	}
+	n, err := unix.Read(fd, p)
+	if err != nil {
+		return 0, false, toErrno(err)
+	}
+	return n, n > len(p), 0
+}
+
+func toErrno(err error) unix.Errno {
+	if e, ok := err.(unix.Errno); ok {
+		return e
+	}
+	return unix.EIO
+}
+
+// Darwin's <net/if_utun.h>: getsockopt(fd, SYSPROTO_CONTROL, UTUN_OPT_IFNAME).
+const (
+	sysprotoControl = 2
+	utunOptIfname   = 2
+)
+
+// probeIface asks a utun socket for its interface name (utunN).
+func probeIface(fd int) iface {
+	name, err := unix.GetsockoptString(fd, sysprotoControl, utunOptIfname)
+	if err != nil || name == "" {
+		return iface{}
+	}
+	return iface{name: name}
+}
+
+func checkIface(iface, Framing) error { return nil }
+
+// defaultName is the name reported for an fd the kernel could not name.
+func defaultName(fd int, framing Framing) string {
+	if framing == FramingUTun {
+		return "utun"
+	}
+	return fmt.Sprintf("fd%d", fd)
+}
