@@ -1,0 +1,304 @@
+package hosttest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+)
+
+// nicID is the only network interface of a Netstack: the utun link.
+const nicID tcpip.NICID = 1
+
+// outboundQueueLen is how many packets the stack may queue for the utun
+// socket before it drops, like a NIC's transmit ring.
+const outboundQueueLen = 1024
+
+// Netstack is a userspace TCP/IP stack (gVisor) whose only interface is a file
+// descriptor carrying one IP packet per datagram behind the 4-byte utun
+// header. It stands in for the operating system's network stack behind a
+// utun device: a Host uses one on its end of the socketpair, and a test can
+// put a second one on the tunnel's end to play a peer without any tunnel.
+//
+// A Netstack starts with no address and no route; Apply (or AddAddress and
+// AddRoute) configures it.
+type Netstack struct {
+	stack *stack.Stack
+	link  *utunLink
+	file  *os.File
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+
+	stats struct{ in, out, malformed, writeErrors atomic.Uint64 }
+}
+
+// NetstackStats counts packets crossing a Netstack's utun link.
+type NetstackStats struct {
+	// PacketsIn and PacketsOut count packets read from and written to the fd.
+	PacketsIn, PacketsOut uint64
+	// Malformed counts datagrams dropped because the utun header was missing,
+	// unknown, or disagreed with the packet's IP version.
+	Malformed uint64
+	// WriteErrors counts packets lost because writing to the fd failed (for
+	// example nobody holds the other end any more).
+	WriteErrors uint64
+}
+
+// utunLink is a channel endpoint whose MTU can change when new network
+// settings arrive, as a utun interface's can.
+type utunLink struct {
+	*channel.Endpoint
+	mtu atomic.Uint32
+}
+
+// MTU implements stack.LinkEndpoint.
+func (l *utunLink) MTU() uint32 { return l.mtu.Load() }
+
+// NewNetstack attaches a new stack to fd, which must be a packet socket (or
+// utun device) that carries utun-framed packets. The Netstack works on its
+// own duplicate of fd, made non-blocking; the caller keeps fd. Note that
+// O_NONBLOCK is shared with every duplicate of fd. mtu is the initial link
+// MTU; settings applied later may change it.
+func NewNetstack(fd int, mtu uint32) (*Netstack, error) {
+	dup, err := unix.Dup(fd)
+	if err != nil {
+		return nil, fmt.Errorf("duplicate utun fd %d: %w", fd, err)
+	}
+	unix.CloseOnExec(dup)
+	if err := unix.SetNonblock(dup, true); err != nil {
+		unix.Close(dup)
+		return nil, fmt.Errorf("make utun fd %d non-blocking: %w", fd, err)
+	}
+	return newNetstack(os.NewFile(uintptr(dup), "utun"), mtu)
+}
+
+// newNetstack takes ownership of f, which must be non-blocking so that Close
+// can interrupt the reader.
+func newNetstack(f *os.File, mtu uint32) (*Netstack, error) {
+	s := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
+	})
+	sack := tcpip.TCPSACKEnabled(true)
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
+	link := &utunLink{Endpoint: channel.New(outboundQueueLen, mtu, "")}
+	link.mtu.Store(mtu)
+	if terr := s.CreateNIC(nicID, link); terr != nil {
+		s.Close()
+		s.Wait()
+		f.Close()
+		return nil, fmt.Errorf("create the utun interface of the netstack: %s", terr)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &Netstack{stack: s, link: link, file: f, cancel: cancel}
+	n.wg.Add(2)
+	go n.readLoop()
+	go n.writeLoop(ctx)
+	return n, nil
+}
+
+// readLoop moves datagrams from the fd into the stack until the fd is closed
+// or reports EOF (the other end of a SOCK_SEQPACKET pair closed).
+func (n *Netstack) readLoop() {
+	defer n.wg.Done()
+	buf := make([]byte, 65536+utunHeaderLen)
+	for {
+		nr, err := n.file.Read(buf)
+		if err != nil {
+			// os.ErrClosed (our Close), io.EOF (peer gone) or a real error:
+			// either way no more packets will come.
+			return
+		}
+		proto, pkt, err := parseFrame(buf[:nr])
+		if err != nil {
+			n.stats.malformed.Add(1)
+			continue
+		}
+		n.stats.in.Add(1)
+		pb := stack.NewPacketBuffer(stack.PacketBufferOptions{
+			Payload: buffer.MakeWithData(append([]byte(nil), pkt...)),
+		})
+		n.link.InjectInbound(proto, pb)
+		pb.DecRef()
+	}
+}
+
+// writeLoop moves packets the stack sends out of the link onto the fd.
+func (n *Netstack) writeLoop(ctx context.Context) {
+	defer n.wg.Done()
+	var buf []byte
+	for {
+		pkt := n.link.ReadContext(ctx)
+		if pkt == nil {
+			return // cancelled by Close
+		}
+		var ok bool
+		buf, ok = appendFrame(buf[:0], pkt.NetworkProtocolNumber)
+		if ok {
+			for _, s := range pkt.AsSlices() {
+				buf = append(buf, s...)
+			}
+		}
+		pkt.DecRef()
+		if !ok {
+			continue
+		}
+		if _, err := n.file.Write(buf); err != nil {
+			n.stats.writeErrors.Add(1)
+			continue
+		}
+		n.stats.out.Add(1)
+	}
+}
+
+// Close stops the pumps, closes the fd and tears the stack down, waiting
+// for every goroutine it started. Connections made through the stack fail
+// afterwards. Close is idempotent.
+func (n *Netstack) Close() error {
+	var err error
+	n.closeOnce.Do(func() {
+		n.cancel()
+		err = n.file.Close()
+		n.wg.Wait()
+		n.link.Close()
+		n.stack.Close()
+		n.stack.Wait()
+	})
+	if err != nil {
+		return fmt.Errorf("close the netstack's utun fd: %w", err)
+	}
+	return nil
+}
+
+// Stats returns the link's packet counters.
+func (n *Netstack) Stats() NetstackStats {
+	return NetstackStats{
+		PacketsIn:   n.stats.in.Load(),
+		PacketsOut:  n.stats.out.Load(),
+		Malformed:   n.stats.malformed.Load(),
+		WriteErrors: n.stats.writeErrors.Load(),
+	}
+}
+
+// MTU is the current MTU of the utun link.
+func (n *Netstack) MTU() uint32 { return n.link.MTU() }
+
+// Apply replaces the whole interface configuration (addresses, routes, MTU)
+// with cfg, the way a NetworkExtension replaces its settings on every
+// setTunnelNetworkSettings call.
+func (n *Netstack) Apply(cfg NetConfig) error {
+	for _, a := range n.stack.AllAddresses()[nicID] {
+		if terr := n.stack.RemoveAddress(nicID, a.AddressWithPrefix.Address); terr != nil {
+			return fmt.Errorf("remove address %s: %s", a.AddressWithPrefix, terr)
+		}
+	}
+	n.stack.SetRouteTable(nil)
+	for _, p := range cfg.Addrs {
+		if err := n.AddAddress(p); err != nil {
+			return err
+		}
+	}
+	for _, r := range cfg.Routes {
+		n.AddRoute(r)
+	}
+	n.link.mtu.Store(cfg.MTU)
+	return nil
+}
+
+// AddAddress assigns p's address to the interface; p's length is the
+// on-link prefix, as on a real interface.
+func (n *Netstack) AddAddress(p netip.Prefix) error {
+	pa := tcpip.ProtocolAddress{
+		Protocol: protocolOf(p.Addr()),
+		AddressWithPrefix: tcpip.AddressWithPrefix{
+			Address:   tcpip.AddrFromSlice(p.Addr().Unmap().AsSlice()),
+			PrefixLen: p.Bits(),
+		},
+	}
+	if terr := n.stack.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); terr != nil {
+		return fmt.Errorf("add address %s to the netstack: %s", p, terr)
+	}
+	return nil
+}
+
+// AddRoute sends traffic for p out of the utun interface.
+func (n *Netstack) AddRoute(p netip.Prefix) {
+	p = p.Masked()
+	sub, err := tcpip.NewSubnet(tcpip.AddrFromSlice(p.Addr().AsSlice()),
+		tcpip.MaskFromBytes(net.CIDRMask(p.Bits(), p.Addr().BitLen())))
+	if err != nil {
+		panic(fmt.Sprintf("hosttest: masked prefix %s rejected as subnet: %v", p, err))
+	}
+	n.stack.AddRoute(tcpip.Route{Destination: sub, NIC: nicID})
+}
+
+// DialTCP opens a TCP connection through the utun link, as a program on the
+// host would after the tunnel's routes are installed.
+func (n *Netstack) DialTCP(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+	c, err := gonet.DialContextTCP(ctx, n.stack, fullAddr(addr), protocolOf(addr.Addr()))
+	if err != nil {
+		return nil, fmt.Errorf("dial tcp %s through the utun netstack: %w", addr, err)
+	}
+	return c, nil
+}
+
+// ListenTCP listens on addr, which must be an address of the stack (or the
+// unspecified address of its family).
+func (n *Netstack) ListenTCP(addr netip.AddrPort) (net.Listener, error) {
+	l, err := gonet.ListenTCP(n.stack, fullAddr(addr), protocolOf(addr.Addr()))
+	if err != nil {
+		return nil, fmt.Errorf("listen tcp %s on the utun netstack: %w", addr, err)
+	}
+	return l, nil
+}
+
+// DialUDP makes a connected UDP socket to addr through the utun link.
+func (n *Netstack) DialUDP(addr netip.AddrPort) (net.Conn, error) {
+	raddr := fullAddr(addr)
+	c, err := gonet.DialUDP(n.stack, nil, &raddr, protocolOf(addr.Addr()))
+	if err != nil {
+		return nil, fmt.Errorf("dial udp %s through the utun netstack: %w", addr, err)
+	}
+	return c, nil
+}
+
+// ListenUDP binds a UDP socket to addr on the stack.
+func (n *Netstack) ListenUDP(addr netip.AddrPort) (net.PacketConn, error) {
+	laddr := fullAddr(addr)
+	c, err := gonet.DialUDP(n.stack, &laddr, nil, protocolOf(addr.Addr()))
+	if err != nil {
+		return nil, fmt.Errorf("listen udp %s on the utun netstack: %w", addr, err)
+	}
+	return c, nil
+}
+
+func protocolOf(a netip.Addr) tcpip.NetworkProtocolNumber {
+	if a.Unmap().Is4() {
+		return ipv4.ProtocolNumber
+	}
+	return ipv6.ProtocolNumber
+}
+
+func fullAddr(ap netip.AddrPort) tcpip.FullAddress {
+	fa := tcpip.FullAddress{Port: ap.Port()}
+	if a := ap.Addr().Unmap(); a.IsValid() && !a.IsUnspecified() {
+		fa.Addr = tcpip.AddrFromSlice(a.AsSlice())
+	}
+	return fa
+}
