@@ -1,0 +1,221 @@
+package tunfd
+
+import (
+	"errors"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// waitParkedInRead waits until some goroutine is parked in the netpoller
+// under Device.Read, so Close really races a blocked read.
+func waitParkedInRead(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+			if strings.Contains(g, "tunfd.(*Device).Read") && strings.Contains(g, "runtime_pollWait") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no goroutine parked in Device.Read after 5s:\n%s", buf[:n])
+		}
+		runtime.Gosched()
+	}
+}
+
+func TestCloseUnblocksRead(t *testing.T) {
+	for _, framing := range []Framing{FramingUTun, FramingNone} {
+		t.Run(framing.String(), func(t *testing.T) {
+			devFd, _ := socketpair(t, unix.SOCK_DGRAM)
+			d := newDevice(t, devFd, Options{Framing: framing})
+			done := make(chan error, 1)
+			go func() {
+				bufs, sizes := makeBufs(1, engineOffset+1500)
+				_, err := d.Read(bufs, sizes, engineOffset)
+				done <- err
+			}()
+			waitParkedInRead(t)
+
+			start := time.Now()
+			if err := d.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			select {
+			case err := <-done:
+				if !errors.Is(err, os.ErrClosed) {
+					t.Fatalf("blocked Read returned %v, want an os.ErrClosed error", err)
+				}
+				t.Logf("Read returned %v after %v", err, time.Since(start))
+			case <-time.After(5 * time.Second):
+				t.Fatal("Read still blocked 5s after Close")
+			}
+		})
+	}
+}
+
+func TestAfterClose(t *testing.T) {
+	devFd, _ := socketpair(t, unix.SOCK_DGRAM)
+	d := newDevice(t, devFd, Options{})
+	<-d.Events() // EventUp
+	if err := d.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatalf("second Close: %v, want nil (idempotent)", err)
+	}
+	if _, ok := <-d.Events(); ok {
+		t.Fatal("Events channel still open after Close")
+	}
+	bufs, sizes := makeBufs(1, engineOffset+1500)
+	if _, err := d.Read(bufs, sizes, engineOffset); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("Read after Close = %v, want os.ErrClosed", err)
+	}
+	w := append(make([]byte, engineOffset), ipv4Packet(40, 0)...)
+	if _, err := d.Write([][]byte{w}, engineOffset); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("Write after Close = %v, want os.ErrClosed", err)
+	}
+}
+
+// Close closes only the device's dup: the caller's fd keeps working, and is
+// back in blocking mode.
+func TestCallerFdSurvivesClose(t *testing.T) {
+	devFd, peer := socketpair(t, unix.SOCK_DGRAM)
+	d := newDevice(t, devFd, Options{})
+	if fl, _ := unix.FcntlInt(uintptr(devFd), unix.F_GETFL, 0); fl&unix.O_NONBLOCK == 0 {
+		t.Fatal("expected the shared file to be non-blocking while the device runs")
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fl, err := unix.FcntlInt(uintptr(devFd), unix.F_GETFL, 0)
+	if err != nil {
+		t.Fatalf("caller's fd is no longer valid after Close: %v", err)
+	}
+	if fl&unix.O_NONBLOCK != 0 {
+		t.Fatal("caller's fd left non-blocking after Close; it was blocking before New")
+	}
+	mustWrite(t, devFd, []byte("hello"))
+	checkPacket(t, "via caller's fd", mustRecv(t, peer), []byte("hello"))
+	mustWrite(t, peer, []byte("back"))
+	checkPacket(t, "to caller's fd", mustRecv(t, devFd), []byte("back"))
+}
+
+// A caller that already had the fd non-blocking keeps it that way.
+func TestNonblockingCallerFdStaysNonblocking(t *testing.T) {
+	devFd, _ := socketpair(t, unix.SOCK_DGRAM)
+	if err := unix.SetNonblock(devFd, true); err != nil {
+		t.Fatal(err)
+	}
+	d := newDevice(t, devFd, Options{})
+	d.Close()
+	if fl, _ := unix.FcntlInt(uintptr(devFd), unix.F_GETFL, 0); fl&unix.O_NONBLOCK == 0 {
+		t.Fatal("Close cleared O_NONBLOCK the caller had set")
+	}
+}
+
+// The caller may close its own fd at once: the device runs on its dup.
+func TestCallerMayCloseItsFd(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[1])
+	d, err := New(fds[0], Options{})
+	if err != nil {
+		unix.Close(fds[0])
+		t.Fatal(err)
+	}
+	defer d.Close()
+	unix.Close(fds[0])
+
+	p := ipv4Packet(60, 4)
+	mustWrite(t, fds[1], utunFrame(2, p))
+	bufs, sizes := makeBufs(1, engineOffset+1500)
+	if n, err := d.Read(bufs, sizes, engineOffset); err != nil || n != 1 {
+		t.Fatalf("Read after the caller closed its fd = %d, %v", n, err)
+	}
+	checkPacket(t, "packet", bufs[0][engineOffset:engineOffset+sizes[0]], p)
+}
+
+func TestNoFdLeak(t *testing.T) {
+	before := openFds(t)
+	for _, typ := range []int{unix.SOCK_DGRAM, unix.SOCK_SEQPACKET} {
+		fds, err := unix.Socketpair(unix.AF_UNIX, typ|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 3 { // start → stop → start again on the same fd
+			d, err := New(fds[0], Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := ipv6Packet(90, 1)
+			mustWrite(t, fds[1], utunFrame(30, p))
+			bufs, sizes := makeBufs(1, engineOffset+1500)
+			if n, err := d.Read(bufs, sizes, engineOffset); err != nil || n != 1 {
+				t.Fatalf("Read = %d, %v", n, err)
+			}
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+	}
+	if after := openFds(t); after != before {
+		t.Fatalf("open fds: %d before, %d after", before, after)
+	}
+}
+
+// When the host closes a SOCK_SEQPACKET end, Read reports end of file instead
+// of spinning on empty reads.
+func TestPeerCloseSeqpacketIsEOF(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	d := newDevice(t, fds[0], Options{})
+	unix.Close(fds[1])
+	bufs, sizes := makeBufs(1, engineOffset+1500)
+	_, err = d.Read(bufs, sizes, engineOffset)
+	if !errors.Is(err, io.EOF) {
+		t.Fatalf("Read after peer close = %v, want io.EOF", err)
+	}
+}
+
+func TestReadArgumentErrors(t *testing.T) {
+	devFd, _ := socketpair(t, unix.SOCK_DGRAM)
+	d := newDevice(t, devFd, Options{})
+	tests := []struct {
+		name   string
+		bufs   [][]byte
+		offset int
+	}{
+		{"negative offset", [][]byte{make([]byte, 100)}, -1},
+		{"offset fills buffer", [][]byte{make([]byte, 16)}, 16},
+		{"offset beyond buffer", [][]byte{make([]byte, 8)}, 16},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := d.Read(tt.bufs, make([]int, len(tt.bufs)), tt.offset); err == nil {
+				t.Fatal("Read accepted bad arguments")
+			}
+		})
+	}
+	if n, err := d.Read(nil, nil, 0); n != 0 || err != nil {
+		t.Fatalf("Read with no buffers = %d, %v; want 0, nil", n, err)
+	}
+	if _, err := d.Write([][]byte{make([]byte, 4)}, 8); err == nil {
+		t.Fatal("Write accepted an offset beyond the buffer")
+	}
+}
