@@ -1,0 +1,200 @@
+package vpnlib
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/coder/coder/v2/codersdk"
+	"github.com/coder/coder/v2/codersdk/workspacesdk"
+)
+
+// maxResponseBytes bounds what we read from one REST response. A DERP map of a
+// large deployment is a few hundred KiB; anything bigger is not a Coder reply.
+const maxResponseBytes = 8 << 20
+
+// coderdClient is the small REST client the tunnel needs before it can start
+// the engine: who the token belongs to, and how to reach the deployment's
+// relays. It is our own rather than codersdk.Client so that every header is
+// sent exactly once and every failure becomes a message a user can act on.
+type coderdClient struct {
+	base      *url.URL
+	transport *http.Transport
+	http      *http.Client
+	// header is applied to every request, websocket upgrades included, by
+	// headerTransport. It holds the session token, the manager's custom
+	// headers and the desktop telemetry header.
+	header http.Header
+}
+
+// newCoderdClient builds a client for base. Its transport is private to the
+// session so that closeIdle releases every connection (and its goroutines)
+// when the session ends.
+func newCoderdClient(base *url.URL, header http.Header, tlsConfig *tls.Config) *coderdClient {
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	if tlsConfig != nil {
+		transport.TLSClientConfig = tlsConfig.Clone()
+	}
+	transport.ResponseHeaderTimeout = 0 // the caller's context bounds each request
+	return &coderdClient{
+		base:      base,
+		transport: transport,
+		header:    header,
+		http: &http.Client{
+			Transport: &headerTransport{header: header, next: transport},
+			// Coder never redirects its API; following a redirect to another
+			// host would hand it our token.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}
+}
+
+// closeIdle drops the client's idle connections.
+func (c *coderdClient) closeIdle() { c.transport.CloseIdleConnections() }
+
+// me fetches the user the token belongs to.
+func (c *coderdClient) me(ctx context.Context) (codersdk.User, error) {
+	var u codersdk.User
+	err := c.getJSON(ctx, "/api/v2/users/me", &u)
+	if err == nil && u.Username == "" {
+		err = fmt.Errorf("%s is not a Coder deployment (/api/v2/users/me returned no username)", displayURL(c.base))
+	}
+	return u, err
+}
+
+// connectionInfo fetches the DERP map and the connection policy.
+func (c *coderdClient) connectionInfo(ctx context.Context) (workspacesdk.AgentConnectionInfo, error) {
+	var info workspacesdk.AgentConnectionInfo
+	err := c.getJSON(ctx, "/api/v2/workspaceagents/connection", &info)
+	if err == nil && (info.DERPMap == nil || len(info.DERPMap.Regions) == 0) {
+		err = fmt.Errorf("%s returned no DERP relays on /api/v2/workspaceagents/connection; ask the deployment's administrator to enable DERP", displayURL(c.base))
+	}
+	return info, err
+}
+
+func (c *coderdClient) getJSON(ctx context.Context, path string, out any) error {
+	u := c.base.JoinPath(path)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return fmt.Errorf("build request for %s: %w", path, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return describeTransportError(c.base, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	if err != nil {
+		return fmt.Errorf("read %s from %s: %w", path, displayURL(c.base), describeTransportError(c.base, err))
+	}
+	if resp.StatusCode != http.StatusOK {
+		return describeStatus(c.base, path, resp.StatusCode, body)
+	}
+	if len(body) > maxResponseBytes {
+		return fmt.Errorf("%s is not a Coder deployment (%s answered more than %d MiB)", displayURL(c.base), path, maxResponseBytes>>20)
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("%s is not a Coder deployment (%s did not answer JSON: %v)", displayURL(c.base), path, err)
+	}
+	return nil
+}
+
+// describeStatus turns a non-200 answer into a sentence naming what to fix.
+func describeStatus(base *url.URL, path string, status int, body []byte) error {
+	detail := ""
+	var r codersdk.Response
+	if json.Unmarshal(body, &r) == nil && r.Message != "" {
+		detail = ": " + trimForMessage(r.Message)
+		if r.Detail != "" {
+			detail += " (" + trimForMessage(r.Detail) + ")"
+		}
+	}
+	switch status {
+	case http.StatusUnauthorized:
+		return fmt.Errorf("the deployment rejected the API token (401)%s; sign in again to get a new token", detail)
+	case http.StatusForbidden:
+		return fmt.Errorf("the deployment refused access to %s with this API token (403)%s", path, detail)
+	case http.StatusNotFound:
+		return fmt.Errorf("%s is not a Coder deployment (404 on %s)", displayURL(base), path)
+	case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		return fmt.Errorf("%s redirected %s (%d); use the deployment's access URL", displayURL(base), path, status)
+	default:
+		return fmt.Errorf("%s answered %d on %s%s", displayURL(base), status, path, detail)
+	}
+}
+
+// describeTransportError names the failure of a request that got no HTTP
+// answer: refused, unknown host, TLS, timeout.
+func describeTransportError(base *url.URL, err error) error {
+	where := displayURL(base)
+	if msg, ok := tlsProblem(err); ok {
+		return fmt.Errorf("TLS error talking to %s: %s", where, msg)
+	}
+	var dnsErr *net.DNSError
+	switch {
+	case errorIsRefused(err):
+		return fmt.Errorf("cannot reach %s: connection refused", where)
+	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
+		return fmt.Errorf("cannot reach %s: no such host %q", where, dnsErr.Name)
+	case isTimeout(err):
+		return fmt.Errorf("cannot reach %s: timed out: %w", where, unwrapURLError(err))
+	default:
+		return fmt.Errorf("cannot reach %s: %w", where, unwrapURLError(err))
+	}
+}
+
+// displayURL is the part of a deployment URL we show: scheme and host, never
+// user info (it may hold credentials) nor a path.
+func displayURL(u *url.URL) string {
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host}).String()
+}
+
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// headerTransport sets the session's headers on every request, replacing
+// any value already there, so each header travels exactly once (the
+// reference implementation sends the custom headers twice on the websocket
+// upgrade).
+type headerTransport struct {
+	header http.Header
+	next   http.RoundTripper
+}
+
+func (h *headerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	for name, values := range h.header {
+		req.Header[name] = append([]string(nil), values...)
+	}
+	return h.next.RoundTrip(req)
+}
+
+// trimForMessage keeps error messages from a hostile or confused server short.
+func trimForMessage(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) > 200 {
+		return s[:200] + "…"
+	}
+	return s
+}

@@ -1,0 +1,220 @@
+package vpnlib
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"cdr.dev/slog/v3"
+
+	vpnpb "github.com/codervpn/codervpn/proto"
+)
+
+// DefaultLogQueue is how many Log messages may wait for the manager before
+// new ones are dropped (and counted).
+const DefaultLogQueue = 1024
+
+// redactedMark replaces every secret in forwarded logs.
+const redactedMark = "[REDACTED]"
+
+// minSecretLen is the shortest header value we redact. Shorter values ("1",
+// "on") cannot be secrets worth the name, and redacting them would shred
+// every log line that happens to contain those letters.
+const minSecretLen = 4
+
+// redactor removes secrets (the API token, header values) from log text. The
+// set changes when a StartRequest arrives; sinks read it atomically.
+type redactor struct {
+	r atomic.Pointer[strings.Replacer]
+}
+
+// setSecrets replaces the secret set. Longer secrets are replaced first so a
+// secret containing another is removed whole.
+func (r *redactor) setSecrets(secrets []string) {
+	var s []string
+	for _, v := range secrets {
+		if len(v) >= minSecretLen && !slices.Contains(s, v) {
+			s = append(s, v)
+		}
+	}
+	if len(s) == 0 {
+		r.r.Store(nil)
+		return
+	}
+	slices.SortFunc(s, func(a, b string) int { return len(b) - len(a) })
+	pairs := make([]string, 0, 2*len(s))
+	for _, v := range s {
+		pairs = append(pairs, v, redactedMark)
+	}
+	r.r.Store(strings.NewReplacer(pairs...))
+}
+
+func (r *redactor) redact(s string) string {
+	if rep := r.r.Load(); rep != nil {
+		return rep.Replace(s)
+	}
+	return s
+}
+
+// tokenSecrets returns the strings to redact for a session token: the token
+// and, for Coder's "<id>-<secret>" form, the secret on its own.
+func tokenSecrets(token string) []string {
+	out := []string{token}
+	if _, secret, ok := strings.Cut(token, "-"); ok {
+		out = append(out, secret)
+	}
+	return out
+}
+
+// entryToLog converts a slog entry to a Log message, redacting every string.
+func entryToLog(e slog.SinkEntry, r *redactor) *vpnpb.Log {
+	l := &vpnpb.Log{
+		Level:   logLevel(e.Level),
+		Message: r.redact(e.Message),
+	}
+	for _, n := range e.LoggerNames {
+		l.LoggerNames = append(l.LoggerNames, r.redact(n))
+	}
+	for _, f := range e.Fields {
+		l.Fields = append(l.Fields, &vpnpb.Log_Field{Name: r.redact(f.Name), Value: r.redact(formatLogValue(f.Value))})
+	}
+	return l
+}
+
+func logLevel(l slog.Level) vpnpb.Log_Level {
+	switch {
+	case l <= slog.LevelDebug:
+		return vpnpb.Log_DEBUG
+	case l == slog.LevelInfo:
+		return vpnpb.Log_INFO
+	case l == slog.LevelWarn:
+		return vpnpb.Log_WARN
+	case l == slog.LevelError:
+		return vpnpb.Log_ERROR
+	case l == slog.LevelCritical:
+		return vpnpb.Log_CRITICAL
+	default:
+		return vpnpb.Log_FATAL
+	}
+}
+
+// formatLogValue renders a field value as text. It never panics: fmt
+// recovers from panicking String methods and JSON errors fall back to fmt.
+func formatLogValue(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "<nil>"
+	case string:
+		return v
+	case error:
+		return fmt.Sprint(v)
+	case fmt.Stringer:
+		return fmt.Sprint(v)
+	case []byte:
+		return fmt.Sprintf("%q", v)
+	}
+	switch reflect.TypeOf(v).Kind() {
+	case reflect.Struct, reflect.Map, reflect.Slice, reflect.Array, reflect.Pointer:
+		if b, err := json.Marshal(v); err == nil {
+			return string(b)
+		}
+	}
+	return fmt.Sprintf("%+v", v)
+}
+
+// logForwarder is the slog sink that turns log entries into Log messages for
+// the manager. LogEntry never blocks: entries wait in a bounded queue and
+// are dropped (and counted) when the manager does not keep up, because the
+// engine logs from its packet paths and must never stall on our pipe.
+type logForwarder struct {
+	redactor *redactor
+	queue    chan *vpnpb.Log
+	dropped  atomic.Uint64
+	reported uint64 // drops already reported; owned by the sending goroutine
+	sendMu   sync.Mutex
+}
+
+func newLogForwarder(r *redactor, size int) *logForwarder {
+	if size <= 0 {
+		size = DefaultLogQueue
+	}
+	return &logForwarder{redactor: r, queue: make(chan *vpnpb.Log, size)}
+}
+
+// LogEntry implements slog.Sink.
+func (f *logForwarder) LogEntry(_ context.Context, e slog.SinkEntry) {
+	select {
+	case f.queue <- entryToLog(e, f.redactor):
+	default:
+		f.dropped.Add(1)
+	}
+}
+
+// Sync implements slog.Sink; delivery is asynchronous by design.
+func (*logForwarder) Sync() {}
+
+// run sends queued logs with send until stop closes.
+func (f *logForwarder) run(stop <-chan struct{}, send func(*vpnpb.Log) error) {
+	for {
+		select {
+		case <-stop:
+			return
+		case l := <-f.queue:
+			f.deliver(l, send)
+		}
+	}
+}
+
+// flush sends whatever is queued now, without waiting for more.
+func (f *logForwarder) flush(send func(*vpnpb.Log) error) {
+	for {
+		select {
+		case l := <-f.queue:
+			f.deliver(l, send)
+		default:
+			return
+		}
+	}
+}
+
+func (f *logForwarder) deliver(l *vpnpb.Log, send func(*vpnpb.Log) error) {
+	f.sendMu.Lock()
+	defer f.sendMu.Unlock()
+	if err := send(l); err != nil {
+		return
+	}
+	if d := f.dropped.Load(); d > f.reported {
+		n := d - f.reported
+		f.reported = d
+		_ = send(&vpnpb.Log{
+			Level:       vpnpb.Log_WARN,
+			Message:     fmt.Sprintf("%d log messages were dropped because the manager did not read them fast enough", n),
+			LoggerNames: []string{"vpn", "logs"},
+			Fields:      []*vpnpb.Log_Field{{Name: "dropped", Value: fmt.Sprint(n)}, {Name: "dropped_total", Value: fmt.Sprint(d)}},
+		})
+	}
+}
+
+// localSink passes entries to the embedder's own logger (the CLI's stderr)
+// after the same redaction the manager's copy gets.
+type localSink struct {
+	logger   slog.Logger
+	redactor *redactor
+}
+
+func (s localSink) LogEntry(ctx context.Context, e slog.SinkEntry) {
+	e.Message = s.redactor.redact(e.Message)
+	fields := make(slog.Map, 0, len(e.Fields))
+	for _, f := range e.Fields {
+		fields = append(fields, slog.F(s.redactor.redact(f.Name), s.redactor.redact(formatLogValue(f.Value))))
+	}
+	e.Fields = fields
+	s.logger.Log(ctx, e)
+}
+
+func (s localSink) Sync() { s.logger.Sync() }

@@ -1,0 +1,217 @@
+package vpnlib
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"tailscale.com/net/dns"
+	"tailscale.com/wgengine/router"
+
+	"cdr.dev/slog/v3"
+
+	vpnpb "github.com/codervpn/codervpn/proto"
+)
+
+// TunnelMTU is the MTU of the tunnel device and the MTU we ask the host to
+// set on its interface: the WireGuard packet of a 1280-byte IPv6 packet still
+// fits a 1500-byte path, and 1280 is the IPv6 minimum.
+const TunnelMTU = 1280
+
+// settingsApplier sends one NetworkSettingsRequest to the manager and returns
+// nil only if the manager answered success.
+type settingsApplier func(ctx context.Context, req *vpnpb.NetworkSettingsRequest) error
+
+// netSettings turns the engine's router and DNS configuration into
+// NetworkSettingsRequests. It is both the engine's router.Router and its
+// dns.OSConfigurator: the host applies a NetworkSettingsRequest like
+// NEPacketTunnelNetworkSettings, as a whole, so every request we send carries
+// the complete current state (addresses, routes, MTU and DNS), never a part
+// that would wipe the rest.
+type netSettings struct {
+	apply       settingsApplier
+	timeout     time.Duration
+	domainName  string
+	logger      slog.Logger
+	firstResult chan error // receives the outcome of the first request with addresses
+
+	sendMu sync.Mutex // serializes requests so the manager sees them in order
+
+	mu       sync.Mutex // guards the fields below; never held while sending
+	router   *router.Config
+	dns      *dns.OSConfig
+	lastSent *vpnpb.NetworkSettingsRequest
+	reported bool
+	closed   bool
+}
+
+func newNetSettings(apply settingsApplier, timeout time.Duration, domainName string, logger slog.Logger) *netSettings {
+	return &netSettings{
+		apply:       apply,
+		timeout:     timeout,
+		domainName:  domainName,
+		logger:      logger,
+		firstResult: make(chan error, 1),
+	}
+}
+
+// Up implements router.Router. The host brings its interface up itself.
+func (*netSettings) Up() error { return nil }
+
+// Set implements router.Router.
+func (n *netSettings) Set(cfg *router.Config) error {
+	if cfg == nil {
+		return nil
+	}
+	c := *cfg
+	n.mu.Lock()
+	n.router = &c
+	n.mu.Unlock()
+	return n.push()
+}
+
+// SetDNS implements dns.OSConfigurator.
+func (n *netSettings) SetDNS(cfg dns.OSConfig) error {
+	n.mu.Lock()
+	n.dns = &cfg
+	n.mu.Unlock()
+	return n.push()
+}
+
+// SupportsSplitDNS implements dns.OSConfigurator: every host we serve (the
+// macOS NetworkExtension, our Linux CLI) can resolve only the match domain
+// through the tunnel.
+func (*netSettings) SupportsSplitDNS() bool { return true }
+
+// GetBaseConfig implements dns.OSConfigurator; with split DNS it is never
+// needed.
+func (*netSettings) GetBaseConfig() (dns.OSConfig, error) {
+	return dns.OSConfig{}, dns.ErrGetBaseConfigNotSupported
+}
+
+// Close implements both interfaces. The host removes its settings when the
+// tunnel ends, so there is nothing to undo here.
+func (*netSettings) Close() error { return nil }
+
+// shutdown makes every later Set/SetDNS a no-op, so tearing the engine down
+// never sends the manager a request it would have to answer while it waits
+// for our StopResponse.
+func (n *netSettings) shutdown() {
+	n.mu.Lock()
+	n.closed = true
+	n.mu.Unlock()
+}
+
+func (n *netSettings) push() error {
+	n.sendMu.Lock()
+	defer n.sendMu.Unlock()
+
+	n.mu.Lock()
+	if n.closed || n.router == nil {
+		// Until the engine has told us our address there is nothing the
+		// host could apply; the DNS part travels with the first full request.
+		n.mu.Unlock()
+		return nil
+	}
+	req := buildSettingsRequest(n.router, n.dns, n.domainName)
+	if n.lastSent != nil && proto.Equal(req, n.lastSent) {
+		n.mu.Unlock()
+		return nil
+	}
+	n.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), n.timeout)
+	err := n.apply(ctx, req)
+	cancel()
+
+	n.mu.Lock()
+	if err == nil {
+		n.lastSent = req
+	}
+	first := !n.reported
+	n.reported = true
+	n.mu.Unlock()
+	if first {
+		n.firstResult <- err
+	}
+	if err != nil {
+		n.logger.Error(context.Background(), "the host did not apply the network settings", slog.Error(err))
+	}
+	return err
+}
+
+// buildSettingsRequest converts the engine's configuration into the request
+// the host applies. MTU is always TunnelMTU: the engine leaves
+// router.Config.NewMTU at zero, which a host would take as "unchanged".
+func buildSettingsRequest(rc *router.Config, oc *dns.OSConfig, domainName string) *vpnpb.NetworkSettingsRequest {
+	req := &vpnpb.NetworkSettingsRequest{Mtu: TunnelMTU}
+	var v4 vpnpb.NetworkSettingsRequest_IPv4Settings
+	var v6 vpnpb.NetworkSettingsRequest_IPv6Settings
+	for _, p := range rc.LocalAddrs {
+		if p.Addr().Is4() {
+			v4.Addrs = append(v4.Addrs, p.Addr().String())
+			v4.SubnetMasks = append(v4.SubnetMasks, ipv4Mask(p.Bits()))
+		} else {
+			v6.Addrs = append(v6.Addrs, p.Addr().String())
+			v6.PrefixLengths = append(v6.PrefixLengths, uint32(p.Bits()))
+		}
+	}
+	for _, p := range rc.Routes {
+		addRoute(&v4.IncludedRoutes, &v6.IncludedRoutes, p)
+	}
+	for _, p := range rc.LocalRoutes {
+		addRoute(&v4.ExcludedRoutes, &v6.ExcludedRoutes, p)
+	}
+	if len(v4.Addrs)+len(v4.IncludedRoutes)+len(v4.ExcludedRoutes) > 0 {
+		req.Ipv4Settings = &v4
+	}
+	if len(v6.Addrs)+len(v6.IncludedRoutes)+len(v6.ExcludedRoutes) > 0 {
+		req.Ipv6Settings = &v6
+	}
+	if oc != nil && len(oc.Nameservers) > 0 {
+		d := &vpnpb.NetworkSettingsRequest_DNSSettings{DomainName: domainName}
+		for _, ns := range oc.Nameservers {
+			d.Servers = append(d.Servers, ns.String())
+		}
+		for _, s := range oc.SearchDomains {
+			d.SearchDomains = append(d.SearchDomains, s.WithoutTrailingDot())
+		}
+		for _, m := range oc.MatchDomains {
+			d.MatchDomains = append(d.MatchDomains, m.WithoutTrailingDot())
+		}
+		req.DnsSettings = d
+	}
+	return req
+}
+
+func addRoute(v4 *[]*vpnpb.NetworkSettingsRequest_IPv4Settings_IPv4Route, v6 *[]*vpnpb.NetworkSettingsRequest_IPv6Settings_IPv6Route, p netip.Prefix) {
+	p = p.Masked()
+	if p.Addr().Is4() {
+		*v4 = append(*v4, &vpnpb.NetworkSettingsRequest_IPv4Settings_IPv4Route{
+			Destination: p.Addr().String(),
+			Mask:        ipv4Mask(p.Bits()),
+		})
+		return
+	}
+	*v6 = append(*v6, &vpnpb.NetworkSettingsRequest_IPv6Settings_IPv6Route{
+		Destination:  p.Addr().String(),
+		PrefixLength: uint32(p.Bits()),
+	})
+}
+
+// ipv4Mask renders a prefix length as a dotted-decimal subnet mask.
+func ipv4Mask(bits int) string {
+	return net.IP(net.CIDRMask(bits, 32)).String()
+}
+
+// settingsError is what a success=false NetworkSettingsResponse becomes.
+func settingsError(msg string) error {
+	if msg == "" {
+		msg = "no reason given"
+	}
+	return fmt.Errorf("the host refused the network settings: %s", msg)
+}
