@@ -81,9 +81,11 @@ func TestCoderdClientErrors(t *testing.T) {
 			want:    []string{"answered 500 on /api/v2/users/me: Database is down. (pq: timeout)"},
 		},
 		{
-			name:    "redirect",
-			handler: func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "https://evil.example/", http.StatusFound) },
-			want:    []string{"redirected /api/v2/users/me (302)"},
+			name: "redirect",
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				http.Redirect(w, r, "https://evil.example/", http.StatusFound)
+			},
+			want: []string{"redirected /api/v2/users/me (302)"},
 		},
 		{
 			name:    "untrusted certificate",
