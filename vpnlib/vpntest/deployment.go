@@ -1,0 +1,276 @@
+package vpntest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"tailscale.com/derp"
+	"tailscale.com/tailcfg"
+	"tailscale.com/types/key"
+
+	"cdr.dev/slog/v3"
+	"github.com/coder/coder/v2/tailnet"
+	tailnetproto "github.com/coder/coder/v2/tailnet/proto"
+)
+
+// DefaultHostnameSuffix is the workspace hostname suffix a deployment reports
+// when Options.HostnameSuffix is empty; it is coderd's default too.
+const DefaultHostnameSuffix = "coder"
+
+// DefaultOwnerName is the username of the deployment's only user when
+// Options.OwnerName is empty.
+const DefaultOwnerName = "alice"
+
+// Options configure a Deployment. The zero value is a deployment that allows
+// direct UDP, uses plain DERP upgrades, the "coder" suffix and a random token.
+type Options struct {
+	// BlockDirect tells clients (AgentConnectionInfo.DisableDirectConnections)
+	// and the simulated agents (tailnet BlockEndpoints) not to use direct UDP,
+	// so every packet goes through the DERP relay.
+	BlockDirect bool
+	// DERPForceWebSockets tells clients and agents to reach the DERP relay over
+	// websockets instead of the "Upgrade: derp" protocol.
+	DERPForceWebSockets bool
+	// HostnameSuffix is reported in AgentConnectionInfo; default "coder".
+	HostnameSuffix string
+	// Token is the only API token the deployment accepts in the
+	// Coder-Session-Token header; default a random coderd-shaped token.
+	Token string
+	// OwnerName is the username of the deployment's only user; default "alice".
+	OwnerName string
+	// Logger receives the logs of the coordinator, DERP relay and agents.
+	// The zero value discards them.
+	Logger slog.Logger
+}
+
+// Deployment is an embedded Coder deployment built from Coder's own server
+// parts (tailnet coordinator, dRPC client service, DERP relay) plus the REST
+// endpoints a CoderVPN tunnel calls. It listens on 127.0.0.1 only.
+//
+// Every /api/v2 endpoint requires Token in the Coder-Session-Token header.
+type Deployment struct {
+	// URL is the access URL, http://127.0.0.1:<port>.
+	URL *url.URL
+	// Token is the API token the deployment accepts.
+	Token string
+	// OwnerID and OwnerName identify the deployment's only user; every
+	// workspace belongs to them.
+	OwnerID   uuid.UUID
+	OwnerName string
+
+	opts    Options
+	logger  slog.Logger
+	derpMap *tailcfg.DERPMap
+
+	coord       tailnet.Coordinator
+	coordPtr    atomic.Pointer[tailnet.Coordinator]
+	service     *tailnet.ClientService
+	resumeToken tailnet.ResumeTokenProvider
+	derpServer  *derp.Server
+	derpWSClose func()
+
+	listener   net.Listener
+	httpServer *http.Server
+	serveDone  chan struct{}
+
+	// handlers tracks every running HTTP handler (including hijacked DERP and
+	// control websockets) so Close can wait for all of them.
+	handlerMu     sync.Mutex
+	handlerClosed bool
+	handlers      sync.WaitGroup
+
+	control controlConns
+	state   *state
+	reqs    requestLog
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start runs a deployment until Close. It does not need a testing.TB, so the
+// demo can use it; tests should prefer New.
+func Start(ctx context.Context, opts Options) (*Deployment, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("start deployment: %w", err)
+	}
+	if opts.HostnameSuffix == "" {
+		opts.HostnameSuffix = DefaultHostnameSuffix
+	}
+	if opts.OwnerName == "" {
+		opts.OwnerName = DefaultOwnerName
+	}
+	if opts.Token == "" {
+		tok, err := randomToken()
+		if err != nil {
+			return nil, fmt.Errorf("generate API token: %w", err)
+		}
+		opts.Token = tok
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("listen on 127.0.0.1 for the deployment: %w", err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+
+	d := &Deployment{
+		URL:       &url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", port)},
+		Token:     opts.Token,
+		OwnerID:   uuid.New(),
+		OwnerName: opts.OwnerName,
+		opts:      opts,
+		logger:    opts.Logger,
+		derpMap:   embeddedDERPMap(port),
+		listener:  ln,
+		serveDone: make(chan struct{}),
+	}
+	d.state = newState(d.OwnerID)
+	d.reqs.max = maxRecordedRequests
+
+	d.coord = tailnet.NewCoordinator(d.logger.Named("coord"))
+	d.coordPtr.Store(&d.coord)
+	d.resumeToken = tailnet.NewInsecureTestResumeTokenProvider()
+	d.service, err = tailnet.NewClientService(tailnet.ClientServiceOptions{
+		Logger:                   d.logger.Named("tailnet_service"),
+		CoordPtr:                 &d.coordPtr,
+		DERPMapUpdateFrequency:   derpMapUpdateFrequency,
+		DERPMapFn:                d.DERPMap,
+		NetworkTelemetryHandler:  func([]*tailnetproto.TelemetryEvent) {},
+		ResumeTokenProvider:      d.resumeToken,
+		WorkspaceUpdatesProvider: d.state,
+	})
+	if err != nil {
+		_ = ln.Close()
+		_ = d.coord.Close()
+		return nil, fmt.Errorf("create tailnet client service: %w", err)
+	}
+
+	d.derpServer = derp.NewServer(key.NewNode(), tailnet.Logger(d.logger.Named("derp")))
+	d.httpServer = &http.Server{
+		Handler:           d.track(d.record(d.routes())),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          log.New(slogWriter{d.logger.Named("http")}, "", 0),
+	}
+	go func() {
+		defer close(d.serveDone)
+		err := d.httpServer.Serve(ln)
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.logger.Error(context.Background(), "deployment HTTP server stopped", slog.Error(err))
+		}
+	}()
+	return d, nil
+}
+
+// New is Start for tests: it fails t if the deployment cannot start and
+// registers Close with t.Cleanup.
+func New(t testing.TB, opts Options) *Deployment {
+	t.Helper()
+	d, err := Start(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("start embedded deployment: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := d.Close(); err != nil {
+			t.Errorf("close embedded deployment: %v", err)
+		}
+	})
+	return d
+}
+
+// Options returns the options the deployment runs with, defaults filled in.
+func (d *Deployment) Options() Options { return d.opts }
+
+// DERPMap returns a copy of the deployment's DERP map: one embedded relay
+// region served by the deployment itself at its 127.0.0.1 listener.
+func (d *Deployment) DERPMap() *tailcfg.DERPMap { return d.derpMap.Clone() }
+
+// Coordinator exposes the deployment's tailnet coordinator, e.g. for tests
+// that want to inspect a peer's node with Coordinator().Node(id).
+func (d *Deployment) Coordinator() tailnet.Coordinator { return d.coord }
+
+// Close stops the agents, the HTTP server, every control and DERP
+// connection, the relay and the coordinator, and waits for every goroutine
+// the deployment started. It is safe to call more than once.
+func (d *Deployment) Close() error {
+	d.closeOnce.Do(func() { d.closeErr = d.close() })
+	return d.closeErr
+}
+
+func (d *Deployment) close() error {
+	var errs []error
+	// Agents first: they are DERP and coordinator clients of what follows.
+	for _, a := range d.state.closeAll() {
+		if err := a.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close agent %s: %w", a.Name, err))
+		}
+	}
+
+	d.handlerMu.Lock()
+	d.handlerClosed = true
+	d.handlerMu.Unlock()
+
+	if err := d.httpServer.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close HTTP server: %w", err))
+	}
+	<-d.serveDone
+	d.control.closeAll()
+	d.derpWSCloseOnce()
+	if err := d.derpServer.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close DERP server: %w", err))
+	}
+	d.handlers.Wait()
+
+	if err := d.state.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close workspace updates: %w", err))
+	}
+	if err := d.coord.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close coordinator: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+func (d *Deployment) derpWSCloseOnce() {
+	d.handlerMu.Lock()
+	f := d.derpWSClose
+	d.derpWSClose = nil
+	d.handlerMu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+// track counts running handlers so Close can wait for them, and refuses new
+// requests once Close has begun.
+func (d *Deployment) track(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d.handlerMu.Lock()
+		if d.handlerClosed {
+			d.handlerMu.Unlock()
+			http.Error(w, "deployment is shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		d.handlers.Add(1)
+		d.handlerMu.Unlock()
+		defer d.handlers.Done()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// slogWriter adapts the standard library's *log.Logger output (used by
+// net/http for connection errors) to our slog logger at debug level.
+type slogWriter struct{ l slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Debug(context.Background(), string(p))
+	return len(p), nil
+}
