@@ -218,4 +218,3 @@ func waitFor(ctx context.Context, t testing.TB, what string, cond func() bool, d
 		}
 	}
 }
-
