@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -83,6 +84,8 @@ type iface struct {
 type Device struct {
 	file     *os.File
 	rc       syscall.RawConn
+	fd       int          // file's descriptor, for the direct fast path
+	inflight atomic.Int32 // direct syscalls on fd in progress; Close waits for 0
 	framing  Framing
 	sock     bool // fd is a socket: recvPacket can ask for MSG_TRUNC
 	dgram    bool // SOCK_DGRAM: an empty read is an empty datagram, not EOF
@@ -200,6 +203,7 @@ func New(fd int, opts Options) (*Device, error) {
 		unix.Close(own)
 		return nil, fmt.Errorf("tunfd: make fd %d non-blocking: %w", fd, err)
 	}
+	d.fd = own
 	d.file = os.NewFile(uintptr(own), d.name)
 	if d.rc, err = d.file.SyscallConn(); err != nil {
 		d.file.Close()
@@ -246,8 +250,13 @@ func (d *Device) Close() error {
 	if !d.closed.CompareAndSwap(false, true) {
 		return d.closeErr
 	}
+	// No new direct syscall can start now; let the running ones (they never
+	// block) finish before the descriptor number can be reused. Then
 	// os.File.Close evicts waiters from the poller and returns only after
-	// in-flight reads and writes have left the fd.
+	// in-flight reads and writes through it have left the fd.
+	for d.inflight.Load() != 0 {
+		runtime.Gosched()
+	}
 	if err := d.file.Close(); err != nil {
 		d.closeErr = fmt.Errorf("tunfd %s: close: %w", d.name, err)
 	}
@@ -288,9 +297,25 @@ func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	d.rmu.Lock()
 	defer d.rmu.Unlock()
 	d.rd = readCall{bufs: bufs, sizes: sizes, offset: offset, limit: limit}
-	err := d.rc.Read(d.readFn)
+	// Fast path: when packets are already queued, take them with a direct
+	// non-blocking syscall, skipping the poller's bookkeeping. Only when
+	// nothing is queued do we go through the RawConn, which re-arms the
+	// poller, tries again and parks until the fd is readable.
+	var err error
+	if !d.enter() {
+		err = os.ErrClosed
+	} else {
+		done := d.readSome(uintptr(d.fd))
+		d.exit()
+		if !done {
+			err = d.rc.Read(d.readFn)
+		}
+	}
 	n, rerr := d.rd.n, d.rd.err
 	d.rd = readCall{}
+	if n > 0 {
+		d.stats.packetsIn.Add(uint64(n))
+	}
 	if err != nil {
 		if d.closed.Load() {
 			return n, d.errClosed("read")
@@ -369,11 +394,22 @@ func (d *Device) readSome(fd uintptr) bool {
 		}
 		r.sizes[r.n] = len(pkt)
 		r.n++
-		d.stats.packetsIn.Add(1)
-		d.stats.bytesIn.Add(uint64(len(pkt)))
 	}
 	return true
 }
+
+// enter admits a direct syscall on d.fd unless the device is closing; every
+// successful enter must be paired with exit.
+func (d *Device) enter() bool {
+	d.inflight.Add(1)
+	if d.closed.Load() {
+		d.inflight.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (d *Device) exit() { d.inflight.Add(-1) }
 
 func (d *Device) readScratch(n int) []byte {
 	if cap(d.rscratch) < n {
@@ -395,6 +431,12 @@ func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 	if offset < 0 {
 		return 0, fmt.Errorf("tunfd %s: write: negative offset %d", d.name, offset)
 	}
+	var written uint64
+	defer func() {
+		if written > 0 {
+			d.stats.packetsOut.Add(written)
+		}
+	}()
 	for i, buf := range bufs {
 		if offset > len(buf) {
 			return i, fmt.Errorf("tunfd %s: write: offset %d beyond the %d-byte buffer", d.name, offset, len(buf))
@@ -407,11 +449,11 @@ func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 		var err error
 		switch {
 		case d.framing == FramingNone:
-			_, err = d.file.Write(pkt)
+			err = d.writeFrame(pkt)
 		case offset >= utunHeaderLen:
 			frame := buf[offset-utunHeaderLen:]
 			putUTunHeader(frame, pkt)
-			_, err = d.file.Write(frame)
+			err = d.writeFrame(frame)
 		default:
 			err = d.writeCopied(pkt)
 		}
@@ -425,10 +467,28 @@ func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 			}
 			return i, fmt.Errorf("tunfd %s: write: %w", d.name, err)
 		}
-		d.stats.packetsOut.Add(1)
-		d.stats.bytesOut.Add(uint64(len(pkt)))
+		written++
 	}
 	return len(bufs), nil
+}
+
+// writeFrame writes one frame: first with a direct non-blocking syscall, and
+// only if the fd is full (or the call was interrupted) through os.File, which
+// waits in the poller for room.
+func (d *Device) writeFrame(frame []byte) error {
+	if d.enter() {
+		errno := sendPacket(d.fd, frame)
+		d.exit()
+		switch errno {
+		case 0:
+			return nil
+		case unix.EAGAIN, unix.EINTR:
+		default:
+			return errno
+		}
+	}
+	_, err := d.file.Write(frame)
+	return err
 }
 
 // writeCopied frames pkt in a scratch buffer, for callers that left less than
@@ -443,8 +503,7 @@ func (d *Device) writeCopied(pkt []byte) error {
 	frame := d.wscratch[:n]
 	putUTunHeader(frame, pkt)
 	copy(frame[utunHeaderLen:], pkt)
-	_, err := d.file.Write(frame)
-	return err
+	return d.writeFrame(frame)
 }
 
 // packetRefused reports write errors that concern one packet rather than the

@@ -178,7 +178,7 @@ func TestNewRejects(t *testing.T) {
 		{"closed fd", closedFd, Options{}},
 		{"pipe", func(t *testing.T) int {
 			var p [2]int
-			if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+			if err := unix.Pipe(p[:]); err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { unix.Close(p[0]); unix.Close(p[1]) })

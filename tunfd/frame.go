@@ -110,8 +110,8 @@ type Stats struct {
 	// space, invalid); dropped, the batch goes on.
 	WriteErrors uint64
 
-	PacketsIn, BytesIn   uint64 // delivered to the engine by Read (IP bytes, no header)
-	PacketsOut, BytesOut uint64 // written to the fd by Write (IP bytes, no header)
+	PacketsIn  uint64 // packets delivered to the engine by Read
+	PacketsOut uint64 // packets written to the fd by Write
 }
 
 // Dropped is the total of every drop counter, for a one-line health check.
@@ -122,8 +122,8 @@ func (s Stats) Dropped() uint64 {
 
 // String renders the counters compactly for a log line.
 func (s Stats) String() string {
-	return fmt.Sprintf("in=%d/%dB out=%d/%dB dropped: short=%d unknown_af=%d bad_ipver=%d af_mismatch=%d oversize=%d write_bad_ipver=%d write_err=%d",
-		s.PacketsIn, s.BytesIn, s.PacketsOut, s.BytesOut,
+	return fmt.Sprintf("in=%d out=%d dropped: short=%d unknown_af=%d bad_ipver=%d af_mismatch=%d oversize=%d write_bad_ipver=%d write_err=%d",
+		s.PacketsIn, s.PacketsOut,
 		s.ShortFrames, s.UnknownFamily, s.BadIPVersion, s.FamilyMismatch,
 		s.Oversize, s.WriteBadIPVersion, s.WriteErrors)
 }
@@ -132,7 +132,7 @@ func (s Stats) String() string {
 type counters struct {
 	short, unknownFamily, badVersion, mismatch, oversize atomic.Uint64
 	writeBadVersion, writeErrors                         atomic.Uint64
-	packetsIn, bytesIn, packetsOut, bytesOut             atomic.Uint64
+	packetsIn, packetsOut                                atomic.Uint64
 }
 
 func (c *counters) drop(v verdict) {
@@ -158,8 +158,6 @@ func (c *counters) snapshot() Stats {
 		WriteBadIPVersion: c.writeBadVersion.Load(),
 		WriteErrors:       c.writeErrors.Load(),
 		PacketsIn:         c.packetsIn.Load(),
-		BytesIn:           c.bytesIn.Load(),
 		PacketsOut:        c.packetsOut.Load(),
-		BytesOut:          c.bytesOut.Load(),
 	}
 }

@@ -14,7 +14,7 @@ import (
 // boundaries, which is what lets them stand in for a utun.
 func socketpair(t testing.TB, typ int) (devSide, peer int) {
 	t.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, typ|unix.SOCK_CLOEXEC, 0)
+	fds, err := rawSocketpair(typ)
 	if err != nil {
 		t.Fatalf("socketpair: %v", err)
 	}
@@ -23,6 +23,18 @@ func socketpair(t testing.TB, typ int) (devSide, peer int) {
 		unix.Close(fds[1])
 	})
 	return fds[0], fds[1]
+}
+
+// rawSocketpair is unix.Socketpair(AF_UNIX, typ) with both ends close-on-exec
+// (Darwin has no SOCK_CLOEXEC), for tests that manage the fds themselves.
+func rawSocketpair(typ int) ([2]int, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, typ, 0)
+	if err != nil {
+		return fds, err
+	}
+	unix.CloseOnExec(fds[0])
+	unix.CloseOnExec(fds[1])
+	return fds, nil
 }
 
 // newDevice wraps fd and closes the device at the end of the test.

@@ -124,7 +124,7 @@ func TestNonblockingCallerFdStaysNonblocking(t *testing.T) {
 
 // The caller may close its own fd at once: the device runs on its dup.
 func TestCallerMayCloseItsFd(t *testing.T) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	fds, err := rawSocketpair(unix.SOCK_DGRAM)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestCallerMayCloseItsFd(t *testing.T) {
 func TestNoFdLeak(t *testing.T) {
 	before := openFds(t)
 	for _, typ := range []int{unix.SOCK_DGRAM, unix.SOCK_SEQPACKET} {
-		fds, err := unix.Socketpair(unix.AF_UNIX, typ|unix.SOCK_CLOEXEC, 0)
+		fds, err := rawSocketpair(typ)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -179,7 +179,7 @@ func TestNoFdLeak(t *testing.T) {
 // When the host closes a SOCK_SEQPACKET end, Read reports end of file instead
 // of spinning on empty reads.
 func TestPeerCloseSeqpacketIsEOF(t *testing.T) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	fds, err := rawSocketpair(unix.SOCK_SEQPACKET)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,17 @@ func toErrno(err error) unix.Errno {
 	return unix.EIO
 }
 
+// sendPacket writes one frame with a single non-blocking write(2).
+func sendPacket(fd int, p []byte) unix.Errno {
+	if _, err := unix.Write(fd, p); err != nil {
+		if e, ok := err.(unix.Errno); ok {
+			return e
+		}
+		return unix.EIO
+	}
+	return 0
+}
+
 // Darwin's <net/if_utun.h>: getsockopt(fd, SYSPROTO_CONTROL, UTUN_OPT_IFNAME).
 const (
 	sysprotoControl = 2

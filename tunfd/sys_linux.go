@@ -35,6 +35,16 @@ func recvPacket(fd int, p []byte, sock bool) (int, bool, unix.Errno) {
 
 var zeroByte byte
 
+// sendPacket writes one frame with a single non-blocking write(2).
+func sendPacket(fd int, p []byte) unix.Errno {
+	ptr := unsafe.Pointer(&zeroByte)
+	if len(p) > 0 {
+		ptr = unsafe.Pointer(&p[0])
+	}
+	_, _, e := unix.Syscall(unix.SYS_WRITE, uintptr(fd), uintptr(ptr), uintptr(len(p)))
+	return e
+}
+
 // probeIface asks the kernel whether fd is a Linux tun and, if so, for its
 // interface name and flags. Any failure just means "not a tun".
 func probeIface(fd int) iface {

@@ -21,6 +21,17 @@ func recvPacket(fd int, p []byte, _ bool) (int, bool, unix.Errno) {
 	return n, false, 0
 }
 
+// sendPacket writes one frame with a single non-blocking write(2).
+func sendPacket(fd int, p []byte) unix.Errno {
+	if _, err := unix.Write(fd, p); err != nil {
+		if e, ok := err.(unix.Errno); ok {
+			return e
+		}
+		return unix.EIO
+	}
+	return 0
+}
+
 func probeIface(int) iface { return iface{} }
 
 func checkIface(iface, Framing) error { return nil }
