@@ -1,0 +1,298 @@
+package vpnlib
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/tailscale/wireguard-go/tun"
+
+	"cdr.dev/slog/v3"
+
+	"github.com/codervpn/codervpn/tunfd"
+	vpnpb "github.com/codervpn/codervpn/proto"
+)
+
+// Defaults for TunnelConfig.
+const (
+	DefaultStartTimeout     = 30 * time.Second
+	DefaultHandshakeTimeout = 30 * time.Second
+	DefaultSettingsTimeout  = 10 * time.Second
+)
+
+// TunnelConfig configures one tunnel session. Zero durations take the
+// defaults above.
+type TunnelConfig struct {
+	// TunFD is the tunnel device fd. -1 means "use
+	// StartRequest.tunnel_file_descriptor" (what Coder Desktop sends); a
+	// non-negative value wins over the request. It is never closed by the
+	// tunnel: the device works on a dup.
+	TunFD int
+	// RPCRead carries ManagerMessages to us, RPCWrite TunnelMessages to the
+	// manager. The tunnel owns both from NewTunnel on and closes them.
+	RPCRead  io.ReadCloser
+	RPCWrite io.WriteCloser
+	// StartTimeout bounds a whole Start, from the request to the reply.
+	StartTimeout time.Duration
+	// HandshakeTimeout bounds the wait for the manager's handshake line.
+	HandshakeTimeout time.Duration
+	// SettingsTimeout bounds each NetworkSettingsRequest we send.
+	SettingsTimeout time.Duration
+	// PingInterval is how often agents are pinged and their status sent;
+	// zero means DefaultPingInterval.
+	PingInterval time.Duration
+	// Logger is an optional local copy of the logs (the CLI's stderr). Logs
+	// always go to the manager as Log messages as well. Both copies are
+	// redacted: the API token and header values never appear.
+	Logger slog.Logger
+	// LogLevel is the lowest level logged, for both copies. The zero value
+	// is slog.LevelDebug: the engine logs everything at debug.
+	LogLevel slog.Level
+	// LogQueue is how many Log messages may wait for the manager before new
+	// ones are dropped and counted; zero means DefaultLogQueue.
+	LogQueue int
+	// TLSConfig, if set, is used for every connection to the deployment
+	// (REST, control websocket, DERP): a private CA, for instance.
+	TLSConfig *tls.Config
+	// OpenTun opens the tunnel device for fd; nil means tunfd.Open with
+	// TunnelMTU. Tests use it to count or fail device opens.
+	OpenTun func(fd int) (tun.Device, error)
+}
+
+func (c *TunnelConfig) setDefaults() {
+	if c.StartTimeout <= 0 {
+		c.StartTimeout = DefaultStartTimeout
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.SettingsTimeout <= 0 {
+		c.SettingsTimeout = DefaultSettingsTimeout
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = DefaultPingInterval
+	}
+	if c.OpenTun == nil {
+		c.OpenTun = func(fd int) (tun.Device, error) {
+			return tunfd.Open(fd, tunfd.Options{MTU: TunnelMTU})
+		}
+	}
+}
+
+// Tunnel is the tunnel side of one CoderVPN session: it serves the manager's
+// requests over the pipes and, once started, runs the tailnet engine over
+// the host's tunnel device. Make one with NewTunnel; it runs until the
+// manager stops it, hangs up, or Close is called.
+type Tunnel struct {
+	cfg      TunnelConfig
+	redactor *redactor
+	logs     *logForwarder
+	logger   slog.Logger // to the manager and the local logger, redacted
+
+	ctx    context.Context // canceled by Close and at the end of the session
+	cancel context.CancelFunc
+	done   chan struct{}
+	ending chan struct{} // closed once to make run tear the session down
+	endOne sync.Once
+
+	control chan *vpnpb.ManagerMessage // Start and Stop, in order
+	quick   chan *vpnpb.ManagerMessage // GetPeerUpdate and Wake
+
+	mu          sync.Mutex
+	speaker     *TunnelSpeaker
+	state       tunnelState
+	session     *session
+	startCancel context.CancelCauseFunc // set while a Start runs
+	err         error
+}
+
+type tunnelState int
+
+const (
+	stateIdle tunnelState = iota
+	stateStarting
+	stateRunning
+	stateStopped
+)
+
+// errStoppedDuringStart is the cause given to a Start interrupted by Stop,
+// Close or the manager hanging up.
+var errStoppedDuringStart = errors.New("the tunnel was stopped while starting")
+
+// queueDepth bounds the requests waiting for their loop. A manager sends
+// one request at a time; more than this many pending means it is broken.
+const queueDepth = 64
+
+// NewTunnel takes ownership of cfg.RPCRead and cfg.RPCWrite and returns at
+// once; the handshake and everything after it run in the background. Done
+// closes when the session is over.
+func NewTunnel(cfg TunnelConfig) (*Tunnel, error) {
+	if cfg.RPCRead == nil || cfg.RPCWrite == nil {
+		for _, c := range []io.Closer{cfg.RPCRead, cfg.RPCWrite} {
+			if c != nil {
+				_ = c.Close()
+			}
+		}
+		return nil, errors.New("TunnelConfig needs both RPCRead and RPCWrite")
+	}
+	cfg.setDefaults()
+	r := &redactor{}
+	logs := newLogForwarder(r, cfg.LogQueue)
+	sinks := []slog.Sink{logs, localSink{logger: cfg.Logger, redactor: r}}
+	ctx, cancel := context.WithCancel(context.Background())
+	t := &Tunnel{
+		cfg:      cfg,
+		redactor: r,
+		logs:     logs,
+		logger:   slog.Make(sinks...).Leveled(cfg.LogLevel).Named("vpn"),
+		ctx:      ctx,
+		cancel:   cancel,
+		done:     make(chan struct{}),
+		ending:   make(chan struct{}),
+		control:  make(chan *vpnpb.ManagerMessage, queueDepth),
+		quick:    make(chan *vpnpb.ManagerMessage, queueDepth),
+	}
+	go t.run()
+	return t, nil
+}
+
+// Done is closed when the session has fully ended (the manager hung up or
+// stopped us, or Close) and every goroutine, engine and fd is released.
+func (t *Tunnel) Done() <-chan struct{} { return t.done }
+
+// Err says why the session ended: nil after a clean Stop, Close, or the
+// manager closing the pipe cleanly; otherwise the handshake or stream error.
+func (t *Tunnel) Err() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.err
+}
+
+// Close stops the engine and the controllers, closes the pipes and every fd
+// the tunnel opened, and waits for all of its goroutines. It is what the C
+// ABI's coderStopVPN calls; it is idempotent and safe from any goroutine.
+func (t *Tunnel) Close() error {
+	t.end()
+	<-t.done
+	return nil
+}
+
+// end asks run to tear the session down.
+func (t *Tunnel) end() {
+	t.endOne.Do(func() {
+		close(t.ending)
+		t.cancel()
+		t.abortStart()
+	})
+}
+
+// abortStart interrupts a Start in progress, if any.
+func (t *Tunnel) abortStart() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.startCancel != nil {
+		t.startCancel(errStoppedDuringStart)
+	}
+}
+
+func (t *Tunnel) setErr(err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.err == nil {
+		t.err = err
+	}
+}
+
+// run is the session's supervisor: handshake, serve, tear down.
+func (t *Tunnel) run() {
+	defer close(t.done)
+	defer t.cancel()
+
+	hsCtx, hsCancel := context.WithTimeout(t.ctx, t.cfg.HandshakeTimeout)
+	sp, err := NewTunnelSpeaker(hsCtx, t.cfg.RPCRead, t.cfg.RPCWrite, SpeakerOptions[*vpnpb.ManagerMessage]{
+		OnRequest: t.onRequest,
+		OnMessage: t.onMessage,
+		// Local copy only: the speaker's own logs must not travel through
+		// the speaker.
+		Logger: slog.Make(localSink{logger: t.cfg.Logger, redactor: t.redactor}).Leveled(t.cfg.LogLevel),
+	})
+	hsCancel()
+	if err != nil {
+		t.setErr(err)
+		return
+	}
+	t.mu.Lock()
+	t.speaker = sp
+	t.mu.Unlock()
+	t.logger.Info(t.ctx, "CoderVPN session open", slog.F("protocol_version", sp.Version().String()))
+
+	var wg sync.WaitGroup
+	stopLogs := make(chan struct{})
+	wg.Go(func() { t.logs.run(stopLogs, t.sendLog) })
+	wg.Go(t.controlLoop)
+	wg.Go(t.quickLoop)
+
+	select {
+	case <-sp.Done():
+		if err := sp.Err(); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, ErrClosed) {
+			t.setErr(err)
+		}
+	case <-t.ending:
+	}
+	t.end()
+	// The control loop finishes what it is doing (a Start sees its context
+	// canceled) and exits; then the engine goes.
+	t.stopSession()
+	close(stopLogs)
+	_ = sp.Close()
+	wg.Wait()
+}
+
+// onRequest runs on the speaker's read goroutine and must not block: it
+// routes each request to the loop that serves it.
+func (t *Tunnel) onRequest(req *vpnpb.ManagerMessage) {
+	var q chan *vpnpb.ManagerMessage
+	switch req.GetMsg().(type) {
+	case *vpnpb.ManagerMessage_Start:
+		q = t.control
+	case *vpnpb.ManagerMessage_Stop:
+		// A Start in progress gives up at once rather than make the user
+		// wait out its deadline.
+		t.abortStart()
+		q = t.control
+	case *vpnpb.ManagerMessage_GetPeerUpdate, *vpnpb.ManagerMessage_Wake:
+		q = t.quick
+	default:
+		t.logger.Warn(t.ctx, "ignoring a request the tunnel does not serve",
+			slog.F("msg_id", req.GetRpc().GetMsgId()), slog.F("kind", fmt.Sprintf("%T", req.GetMsg())))
+		return
+	}
+	select {
+	case q <- req:
+	default:
+		t.logger.Error(t.ctx, "dropping a request: too many are pending", slog.F("msg_id", req.GetRpc().GetMsgId()))
+	}
+}
+
+// onMessage handles one-way messages; the manager has none to send.
+func (t *Tunnel) onMessage(msg *vpnpb.ManagerMessage) {
+	t.logger.Warn(t.ctx, "ignoring a one-way message from the manager", slog.F("kind", fmt.Sprintf("%T", msg.GetMsg())))
+}
+
+func (t *Tunnel) sendLog(l *vpnpb.Log) error {
+	sp := t.currentSpeaker()
+	if sp == nil {
+		return ErrClosed
+	}
+	return sp.Send(&vpnpb.TunnelMessage{Msg: &vpnpb.TunnelMessage_Log{Log: l}})
+}
+
+func (t *Tunnel) currentSpeaker() *TunnelSpeaker {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.speaker
+}

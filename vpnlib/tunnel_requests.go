@@ -1,0 +1,207 @@
+package vpnlib
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"cdr.dev/slog/v3"
+
+	vpnpb "github.com/codervpn/codervpn/proto"
+)
+
+// controlLoop serves Start and Stop one at a time, in arrival order.
+func (t *Tunnel) controlLoop() {
+	for {
+		select {
+		case <-t.ctx.Done():
+			return
+		case req := <-t.control:
+			switch m := req.GetMsg().(type) {
+			case *vpnpb.ManagerMessage_Start:
+				t.reply(req, &vpnpb.TunnelMessage{Msg: &vpnpb.TunnelMessage_Start{Start: t.handleStart(m.Start)}})
+			case *vpnpb.ManagerMessage_Stop:
+				t.handleStop(req)
+				return
+			}
+		}
+	}
+}
+
+// quickLoop serves GetPeerUpdate and Wake, which must be answered at any
+// moment, also while a Start is still connecting.
+func (t *Tunnel) quickLoop() {
+	for {
+		select {
+		case <-t.ctx.Done():
+			return
+		case req := <-t.quick:
+			switch req.GetMsg().(type) {
+			case *vpnpb.ManagerMessage_GetPeerUpdate:
+				t.reply(req, &vpnpb.TunnelMessage{Msg: &vpnpb.TunnelMessage_PeerUpdate{PeerUpdate: t.peerSnapshot()}})
+			case *vpnpb.ManagerMessage_Wake:
+				t.handleWake()
+				t.reply(req, &vpnpb.TunnelMessage{Msg: &vpnpb.TunnelMessage_Wake{Wake: &vpnpb.WakeResponse{}}})
+			}
+		}
+	}
+}
+
+func (t *Tunnel) reply(req *vpnpb.ManagerMessage, resp *vpnpb.TunnelMessage) {
+	sp := t.currentSpeaker()
+	if err := sp.Reply(req, resp); err != nil {
+		t.logger.Debug(t.ctx, "could not reply to the manager", slog.Error(err))
+	}
+}
+
+// handleStart runs a Start to its end and says how it went.
+func (t *Tunnel) handleStart(req *vpnpb.StartRequest) *vpnpb.StartResponse {
+	t.mu.Lock()
+	switch t.state {
+	case stateStarting, stateRunning:
+		t.mu.Unlock()
+		return &vpnpb.StartResponse{ErrorMessage: "the tunnel is already started; send StopRequest first"}
+	case stateStopped:
+		t.mu.Unlock()
+		return &vpnpb.StartResponse{ErrorMessage: "the tunnel was stopped and cannot start again; start a new tunnel"}
+	}
+	ctx, cancelCause := context.WithCancelCause(t.ctx)
+	ctx, cancelTimeout := context.WithTimeoutCause(ctx, t.cfg.StartTimeout,
+		fmt.Errorf("the tunnel did not start within %s", t.cfg.StartTimeout))
+	t.state = stateStarting
+	t.startCancel = cancelCause
+	t.mu.Unlock()
+
+	t.logger.Info(t.ctx, "starting the tunnel",
+		slog.F("coder_url", req.GetCoderUrl()), slog.F("headers", len(req.GetHeaders())))
+	sess, err := t.connect(ctx, req)
+	cancelTimeout()
+	cancelCause(nil)
+
+	t.mu.Lock()
+	t.startCancel = nil
+	if err == nil && t.state != stateStarting {
+		err = errStoppedDuringStart
+	}
+	if err != nil {
+		if t.state == stateStarting {
+			t.state = stateIdle
+		}
+		t.mu.Unlock()
+		if sess != nil {
+			_ = sess.close()
+		}
+		t.logger.Error(t.ctx, "the tunnel did not start", slog.Error(err))
+		return &vpnpb.StartResponse{ErrorMessage: err.Error()}
+	}
+	t.state = stateRunning
+	t.session = sess
+	t.mu.Unlock()
+	t.logger.Info(t.ctx, "the tunnel is running")
+	return &vpnpb.StartResponse{Success: true}
+}
+
+// handleStop stops the engine, answers any request already queued behind
+// the Stop, sends the StopResponse as the last message, and ends the session.
+func (t *Tunnel) handleStop(req *vpnpb.ManagerMessage) {
+	t.logger.Info(t.ctx, "stopping the tunnel")
+	err := t.stopSession()
+	resp := &vpnpb.StopResponse{Success: err == nil}
+	if err != nil {
+		resp.ErrorMessage = err.Error()
+		t.logger.Warn(t.ctx, "stopping the engine reported an error", slog.Error(err))
+	} else {
+		t.logger.Info(t.ctx, "the tunnel stopped")
+	}
+	// Requests that arrived before we closed our side still get an answer.
+	for drained := false; !drained; {
+		select {
+		case later := <-t.control:
+			switch later.GetMsg().(type) {
+			case *vpnpb.ManagerMessage_Start:
+				t.reply(later, &vpnpb.TunnelMessage{Msg: &vpnpb.TunnelMessage_Start{Start: &vpnpb.StartResponse{
+					ErrorMessage: "the tunnel was stopped and cannot start again; start a new tunnel",
+				}}})
+			case *vpnpb.ManagerMessage_Stop:
+				t.reply(later, &vpnpb.TunnelMessage{Msg: &vpnpb.TunnelMessage_Stop{Stop: &vpnpb.StopResponse{Success: true}}})
+			}
+		default:
+			drained = true
+		}
+	}
+	t.logs.flush(t.sendLog)
+	sp := t.currentSpeaker()
+	if err := sp.ReplyFinal(req, &vpnpb.TunnelMessage{Msg: &vpnpb.TunnelMessage_Stop{Stop: resp}}); err != nil {
+		t.logger.Debug(t.ctx, "could not send the StopResponse", slog.Error(err))
+	}
+	t.end()
+}
+
+// stopSession closes the running session, if any, and marks the tunnel
+// stopped for good.
+func (t *Tunnel) stopSession() error {
+	t.mu.Lock()
+	sess := t.session
+	t.session = nil
+	t.state = stateStopped
+	t.mu.Unlock()
+	if sess == nil {
+		return nil
+	}
+	return sess.close()
+}
+
+// peerSnapshot is the GetPeerUpdate answer: everything known, or nothing
+// before Start and after Stop. It never holds t.mu while reading the engine.
+func (t *Tunnel) peerSnapshot() *vpnpb.PeerUpdate {
+	t.mu.Lock()
+	sess := t.session
+	t.mu.Unlock()
+	if sess == nil {
+		return &vpnpb.PeerUpdate{}
+	}
+	return sess.peers.snapshot()
+}
+
+func (t *Tunnel) handleWake() {
+	t.mu.Lock()
+	sess := t.session
+	t.mu.Unlock()
+	if sess == nil {
+		t.logger.Debug(t.ctx, "system wake while not running; nothing to rebind")
+		return
+	}
+	if sess.waker.wake() {
+		t.logger.Info(t.ctx, "system wake: rebound sockets and re-ran STUN")
+	} else {
+		t.logger.Debug(t.ctx, "system wake ignored: rebound moments ago")
+	}
+}
+
+// applySettings is the settingsApplier: one NetworkSettings RPC.
+func (t *Tunnel) applySettings(ctx context.Context, req *vpnpb.NetworkSettingsRequest) error {
+	sp := t.currentSpeaker()
+	reply, err := sp.Call(ctx, &vpnpb.TunnelMessage{Msg: &vpnpb.TunnelMessage_NetworkSettings{NetworkSettings: req}})
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("the host did not answer the network settings request within %s", t.cfg.SettingsTimeout)
+		}
+		return fmt.Errorf("send network settings to the host: %w", err)
+	}
+	ns := reply.GetNetworkSettings()
+	if ns == nil {
+		return fmt.Errorf("the host answered the network settings request with %T", reply.GetMsg())
+	}
+	if !ns.GetSuccess() {
+		return settingsError(ns.GetErrorMessage())
+	}
+	return nil
+}
+
+// sendPeerUpdate delivers a one-way PeerUpdate.
+func (t *Tunnel) sendPeerUpdate(u *vpnpb.PeerUpdate) {
+	sp := t.currentSpeaker()
+	if err := sp.Send(&vpnpb.TunnelMessage{Msg: &vpnpb.TunnelMessage_PeerUpdate{PeerUpdate: u}}); err != nil {
+		t.logger.Debug(t.ctx, "could not send a PeerUpdate", slog.Error(err))
+	}
+}

@@ -1,0 +1,137 @@
+package vpnlib
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+	"golang.org/x/sys/unix"
+
+	"github.com/coder/coder/v2/codersdk"
+	"github.com/coder/coder/v2/tailnet"
+
+	vpnpb "github.com/codervpn/codervpn/proto"
+)
+
+// startParams is a validated StartRequest.
+type startParams struct {
+	url     *url.URL
+	token   string
+	header  http.Header // sent on every request: custom headers, token, telemetry
+	secrets []string    // what log redaction removes
+	tunFD   int
+}
+
+// validateStart checks the request before anything touches the network.
+// Every error names the field to fix.
+func validateStart(req *vpnpb.StartRequest, cfgTunFD int) (startParams, error) {
+	var p startParams
+	raw := strings.TrimSpace(req.GetCoderUrl())
+	if raw == "" {
+		return p, errors.New("StartRequest.coder_url is empty; set it to the deployment's URL, e.g. https://coder.example.com")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return p, fmt.Errorf("StartRequest.coder_url is not a valid URL: %w", unwrapURLError(err))
+	}
+	if pw, ok := u.User.Password(); ok {
+		p.secrets = append(p.secrets, pw)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return p, fmt.Errorf("StartRequest.coder_url must start with https:// or http://, not %q", u.Scheme+":")
+	}
+	if u.Hostname() == "" {
+		return p, fmt.Errorf("StartRequest.coder_url %s has no host", displayURL(u))
+	}
+	u.User = nil
+	p.url = u
+
+	p.token = req.GetApiToken()
+	if strings.TrimSpace(p.token) == "" {
+		return p, errors.New("StartRequest.api_token is empty; sign in to the deployment to get a session token")
+	}
+	if !httpguts.ValidHeaderFieldValue(p.token) {
+		return p, errors.New("StartRequest.api_token contains characters a header cannot carry (a newline?)")
+	}
+	p.secrets = append(p.secrets, tokenSecrets(p.token)...)
+
+	p.header = http.Header{}
+	for i, h := range req.GetHeaders() {
+		if !httpguts.ValidHeaderFieldName(h.GetName()) {
+			return p, fmt.Errorf("StartRequest.headers[%d].name %q is not a valid HTTP header name", i, h.GetName())
+		}
+		if !httpguts.ValidHeaderFieldValue(h.GetValue()) {
+			return p, fmt.Errorf("StartRequest.headers[%d].value (for %s) is not a valid HTTP header value", i, h.GetName())
+		}
+		p.header.Add(h.GetName(), h.GetValue())
+		p.secrets = append(p.secrets, h.GetValue())
+	}
+	p.header.Set(codersdk.SessionTokenHeader, p.token)
+	telemetry := codersdk.CoderDesktopTelemetry{
+		DeviceID:            req.GetDeviceId(),
+		DeviceOS:            req.GetDeviceOs(),
+		CoderDesktopVersion: req.GetCoderDesktopVersion(),
+	}
+	if !telemetry.IsEmpty() {
+		b, err := json.Marshal(telemetry)
+		if err != nil {
+			return p, fmt.Errorf("encode the desktop telemetry header: %w", err)
+		}
+		p.header.Set(codersdk.CoderDesktopTelemetryHeader, string(b))
+	}
+
+	if cfgTunFD >= 0 {
+		p.tunFD = cfgTunFD
+		if err := checkFD(cfgTunFD); err != nil {
+			return p, fmt.Errorf("the tunnel fd given to the library (%d) is not usable: %w", cfgTunFD, err)
+		}
+	} else {
+		p.tunFD = int(req.GetTunnelFileDescriptor())
+		if p.tunFD < 0 {
+			return p, fmt.Errorf("StartRequest.tunnel_file_descriptor is %d and no tunnel fd was given to the library", p.tunFD)
+		}
+		if err := checkFD(p.tunFD); err != nil {
+			return p, fmt.Errorf("StartRequest.tunnel_file_descriptor %d is not usable: %w", p.tunFD, err)
+		}
+	}
+	return p, nil
+}
+
+// checkFD reports whether fd is open in this process.
+func checkFD(fd int) error {
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+		return fmt.Errorf("not an open file descriptor: %w", err)
+	}
+	return nil
+}
+
+// connect turns a StartRequest into a running session, or into an error
+// that says what to fix. On error nothing it made is left behind.
+func (t *Tunnel) connect(ctx context.Context, req *vpnpb.StartRequest) (*session, error) {
+	p, err := validateStart(req, t.cfg.TunFD)
+	if err != nil {
+		return nil, err
+	}
+	t.redactor.setSecrets(p.secrets)
+	sess, err := t.startSession(ctx, p)
+	if err != nil && ctx.Err() != nil {
+		// Say why we gave up (deadline or Stop) and what we were doing.
+		return nil, fmt.Errorf("%w: %w", context.Cause(ctx), err)
+	}
+	return sess, err
+}
+
+// dnsSuffix is the deployment's hostname suffix, "coder" when it has none
+// (older deployments do not report one).
+func dnsSuffix(s string) string {
+	s = strings.Trim(s, ".")
+	if s == "" {
+		return tailnet.CoderDNSSuffix
+	}
+	return s
+}
