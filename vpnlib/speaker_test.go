@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-
 	vpnpb "github.com/codervpn/codervpn/proto"
 )
 
