@@ -13,8 +13,8 @@ import (
 
 	"cdr.dev/slog/v3"
 
-	"github.com/codervpn/codervpn/tunfd"
 	vpnpb "github.com/codervpn/codervpn/proto"
+	"github.com/codervpn/codervpn/tunfd"
 )
 
 // Defaults for TunnelConfig.
