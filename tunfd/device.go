@@ -35,6 +35,9 @@ const (
 	// (AF_INET = 2, AF_INET6 = 30, Darwin's values on every OS) before each packet.
 	FramingUTun Framing = iota
 	// FramingNone is a Linux tun opened with IFF_TUN|IFF_NO_PI: raw IP packets.
+	// (A tun opened without IFF_NO_PI cannot always be detected — TUNGETIFF
+	// reports IFF_NOFILTER in the same bit — and its packets would all be
+	// dropped as BadIPVersion, since each starts with a 4-byte info header.)
 	FramingNone
 )
 

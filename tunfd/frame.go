@@ -34,6 +34,22 @@ func ipVersion(pkt []byte) byte {
 	return pkt[0] >> 4
 }
 
+// ipDeclaredLen returns the total length an IP packet's header claims, or 0
+// when pkt is too short to say or is not IPv4/IPv6.
+func ipDeclaredLen(pkt []byte) int {
+	switch ipVersion(pkt) {
+	case 4:
+		if len(pkt) >= 4 {
+			return int(binary.BigEndian.Uint16(pkt[2:]))
+		}
+	case 6:
+		if len(pkt) >= 6 {
+			return 40 + int(binary.BigEndian.Uint16(pkt[4:]))
+		}
+	}
+	return 0
+}
+
 // checkUTun classifies a whole utun frame (header included).
 func checkUTun(frame []byte) verdict {
 	// A header with no packet behind it is as useless as a cut-off header.

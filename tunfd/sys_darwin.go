@@ -17,11 +17,13 @@ func recvPacket(fd int, p []byte, sock bool) (int, bool, unix.Errno) {
 		}
 		return n, flags&unix.MSG_TRUNC != 0, 0
 	}
+	// Not a socket (not a utun): a tun-like device that truncates silently,
+	// so trust the IP header's length when the packet fills p exactly.
 	n, err := unix.Read(fd, p)
 	if err != nil {
 		return 0, false, toErrno(err)
 	}
-	return n, n > len(p), 0
+	return n, n == len(p) && ipDeclaredLen(p) > n, 0
 }
 
 func toErrno(err error) unix.Errno {

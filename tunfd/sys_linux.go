@@ -7,11 +7,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// recvPacket reads one packet from a non-blocking fd into p. It reports the
-// packet's full length and whether it did not fit in p. On a socket it asks
-// for the real datagram length with MSG_TRUNC (AF_UNIX honours it since Linux
-// 3.4); a Linux tun returns the full packet length from read(2) even when the
-// buffer was shorter, so n > len(p) means truncated there too.
+// recvPacket reads one packet from a non-blocking fd into p and reports
+// whether it did not fit. On a socket it asks for the real datagram length
+// with MSG_TRUNC (AF_UNIX honours it since Linux 3.4). A Linux tun silently
+// truncates to the buffer, so there a packet that fills p exactly and whose IP
+// header claims more than that is taken as truncated.
 func recvPacket(fd int, p []byte, sock bool) (int, bool, unix.Errno) {
 	var ptr unsafe.Pointer
 	if len(p) > 0 {
@@ -30,7 +30,10 @@ func recvPacket(fd int, p []byte, sock bool) (int, bool, unix.Errno) {
 		return 0, false, e
 	}
 	n := int(r)
-	return n, n > len(p), 0
+	if sock {
+		return n, n > len(p), 0
+	}
+	return n, n == len(p) && ipDeclaredLen(p) > n, 0
 }
 
 var zeroByte byte
@@ -67,6 +70,9 @@ func checkIface(ifc iface, framing Framing) error {
 	case ifc.flags&unix.IFF_TUN == 0:
 		return fmt.Errorf("%s is a TAP device (Ethernet frames); open it with IFF_TUN|IFF_NO_PI", ifc.name)
 	case ifc.flags&unix.IFF_NO_PI == 0:
+		// TUNGETIFF also reports IFF_NOFILTER (no socket filter attached) in
+		// this very bit, so a set bit proves nothing; a clear bit, though,
+		// does prove the tun prepends packet info.
 		return fmt.Errorf("%s was opened without IFF_NO_PI, so every packet carries a 4-byte packet-info header; open it with IFF_TUN|IFF_NO_PI", ifc.name)
 	case ifc.flags&unix.IFF_VNET_HDR != 0:
 		return fmt.Errorf("%s was opened with IFF_VNET_HDR, which this device does not parse; open it with IFF_TUN|IFF_NO_PI only", ifc.name)

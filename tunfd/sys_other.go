@@ -9,7 +9,8 @@ import (
 )
 
 // recvPacket reads one packet with read(2). Without a portable way to learn a
-// datagram's real length, a packet that exactly fills p is taken as whole.
+// datagram's real length, a packet that fills p exactly is taken as truncated
+// when its IP header claims more.
 func recvPacket(fd int, p []byte, _ bool) (int, bool, unix.Errno) {
 	n, err := unix.Read(fd, p)
 	if err != nil {
@@ -18,7 +19,7 @@ func recvPacket(fd int, p []byte, _ bool) (int, bool, unix.Errno) {
 		}
 		return 0, false, unix.EIO
 	}
-	return n, false, 0
+	return n, n == len(p) && ipDeclaredLen(p) > n, 0
 }
 
 // sendPacket writes one frame with a single non-blocking write(2).
