@@ -145,7 +145,9 @@ func describeTransportError(base *url.URL, err error) error {
 	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
 		return fmt.Errorf("cannot reach %s: no such host %q", where, dnsErr.Name)
 	case isTimeout(err):
-		return fmt.Errorf("cannot reach %s: timed out: %w", where, unwrapURLError(err))
+		return fmt.Errorf("cannot reach %s: timed out", where)
+	case errors.Is(err, context.Canceled) || errors.Is(err, errStoppedDuringStart):
+		return fmt.Errorf("cannot reach %s: canceled", where)
 	default:
 		return fmt.Errorf("cannot reach %s: %w", where, unwrapURLError(err))
 	}

@@ -61,11 +61,16 @@ func (r *redactor) redact(s string) string {
 	return s
 }
 
+// minTokenPartLen is the shortest secret part of an "<id>-<secret>" token
+// that is redacted on its own (Coder's secrets are 22 characters); shorter
+// parts are words, not secrets.
+const minTokenPartLen = 12
+
 // tokenSecrets returns the strings to redact for a session token: the token
 // and, for Coder's "<id>-<secret>" form, the secret on its own.
 func tokenSecrets(token string) []string {
 	out := []string{token}
-	if _, secret, ok := strings.Cut(token, "-"); ok {
+	if _, secret, ok := strings.Cut(token, "-"); ok && len(secret) >= minTokenPartLen {
 		out = append(out, secret)
 	}
 	return out

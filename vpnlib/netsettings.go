@@ -38,6 +38,8 @@ type netSettings struct {
 	domainName  string
 	logger      slog.Logger
 	firstResult chan error // receives the outcome of the first request with addresses
+	ctx         context.Context
+	cancel      context.CancelFunc // aborts a request in flight at shutdown
 
 	sendMu sync.Mutex // serializes requests so the manager sees them in order
 
@@ -50,7 +52,10 @@ type netSettings struct {
 }
 
 func newNetSettings(apply settingsApplier, timeout time.Duration, domainName string, logger slog.Logger) *netSettings {
+	ctx, cancel := context.WithCancel(context.Background())
 	return &netSettings{
+		ctx:         ctx,
+		cancel:      cancel,
 		apply:       apply,
 		timeout:     timeout,
 		domainName:  domainName,
@@ -104,6 +109,7 @@ func (n *netSettings) shutdown() {
 	n.mu.Lock()
 	n.closed = true
 	n.mu.Unlock()
+	n.cancel()
 }
 
 func (n *netSettings) push() error {
@@ -124,7 +130,7 @@ func (n *netSettings) push() error {
 	}
 	n.mu.Unlock()
 
-	ctx, cancel := context.WithTimeout(context.Background(), n.timeout)
+	ctx, cancel := context.WithTimeout(n.ctx, n.timeout)
 	err := n.apply(ctx, req)
 	cancel()
 

@@ -30,7 +30,8 @@ type TunnelConfig struct {
 	// TunFD is the tunnel device fd. -1 means "use
 	// StartRequest.tunnel_file_descriptor" (what Coder Desktop sends); a
 	// non-negative value wins over the request. It is never closed by the
-	// tunnel: the device works on a dup.
+	// tunnel: the device works on a dup. Beware the zero value: 0 means fd 0,
+	// so set -1 explicitly when the request carries the fd.
 	TunFD int
 	// RPCRead carries ManagerMessages to us, RPCWrite TunnelMessages to the
 	// manager. The tunnel owns both from NewTunnel on and closes them.

@@ -66,8 +66,7 @@ func (t *Tunnel) handleStart(req *vpnpb.StartRequest) *vpnpb.StartResponse {
 		return &vpnpb.StartResponse{ErrorMessage: "the tunnel was stopped and cannot start again; start a new tunnel"}
 	}
 	ctx, cancelCause := context.WithCancelCause(t.ctx)
-	ctx, cancelTimeout := context.WithTimeoutCause(ctx, t.cfg.StartTimeout,
-		fmt.Errorf("the tunnel did not start within %s", t.cfg.StartTimeout))
+	ctx, cancelTimeout := context.WithTimeout(ctx, t.cfg.StartTimeout)
 	t.state = stateStarting
 	t.startCancel = cancelCause
 	t.mu.Unlock()

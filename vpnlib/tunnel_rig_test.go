@@ -3,6 +3,8 @@ package vpnlib_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"log"
 	"os"
 	"strings"
 	"testing"
@@ -143,27 +145,34 @@ func checkNoLeaks(t *testing.T) {
 	before := fdSet(t)
 	ignore := goleak.IgnoreCurrent()
 	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
-		var extra []string
-		for {
-			extra = extra[:0]
-			for fd, target := range fdSet(t) {
-				if _, ok := before[fd]; !ok {
-					extra = append(extra, fmt.Sprintf("%s -> %s", fd, target))
-				}
-			}
-			if len(extra) == 0 || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(20 * time.Millisecond) // polling /proc; nothing to wait on
-		}
-		if len(extra) > 0 {
-			t.Errorf("fds leaked: %s", strings.Join(extra, ", "))
-		}
+		waitNoNewFDs(t, before, "the test")
 		if err := goleak.Find(ignore); err != nil {
 			t.Errorf("goroutines leaked: %v", err)
 		}
 	})
+}
+
+// waitNoNewFDs waits until every fd open now was open in before, and fails
+// the test naming the ones that stay.
+func waitNoNewFDs(t *testing.T, before map[string]string, who string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var extra []string
+		for fd, target := range fdSet(t) {
+			if _, ok := before[fd]; !ok {
+				extra = append(extra, fmt.Sprintf("%s -> %s", fd, target))
+			}
+		}
+		if len(extra) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("fds left by %s: %s", who, strings.Join(extra, ", "))
+			return
+		}
+		time.Sleep(20 * time.Millisecond) // polling /proc: there is nothing to wait on
+	}
 }
 
 func fdSet(t *testing.T) map[string]string {
@@ -193,3 +202,7 @@ func logsContain(h *hosttest.Host, s string) (string, bool) {
 	}
 	return "", false
 }
+
+// quietLog silences net/http's server error log (TLS handshake failures
+// the tests provoke on purpose).
+func quietLog() *log.Logger { return log.New(io.Discard, "", 0) }

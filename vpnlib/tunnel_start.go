@@ -46,7 +46,7 @@ func validateStart(req *vpnpb.StartRequest, cfgTunFD int) (startParams, error) {
 		return p, fmt.Errorf("StartRequest.coder_url must start with https:// or http://, not %q", u.Scheme+":")
 	}
 	if u.Hostname() == "" {
-		return p, fmt.Errorf("StartRequest.coder_url %s has no host", displayURL(u))
+		return p, fmt.Errorf("StartRequest.coder_url %q has no host", raw)
 	}
 	u.User = nil
 	p.url = u
@@ -91,9 +91,10 @@ func validateStart(req *vpnpb.StartRequest, cfgTunFD int) (startParams, error) {
 			return p, fmt.Errorf("the tunnel fd given to the library (%d) is not usable: %w", cfgTunFD, err)
 		}
 	} else {
+		// 0 is proto3's "unset"; it would also be our stdin.
 		p.tunFD = int(req.GetTunnelFileDescriptor())
-		if p.tunFD < 0 {
-			return p, fmt.Errorf("StartRequest.tunnel_file_descriptor is %d and no tunnel fd was given to the library", p.tunFD)
+		if p.tunFD <= 0 {
+			return p, fmt.Errorf("StartRequest.tunnel_file_descriptor is %d (unset) and no tunnel fd was given to the library", p.tunFD)
 		}
 		if err := checkFD(p.tunFD); err != nil {
 			return p, fmt.Errorf("StartRequest.tunnel_file_descriptor %d is not usable: %w", p.tunFD, err)
@@ -119,11 +120,17 @@ func (t *Tunnel) connect(ctx context.Context, req *vpnpb.StartRequest) (*session
 	}
 	t.redactor.setSecrets(p.secrets)
 	sess, err := t.startSession(ctx, p)
-	if err != nil && ctx.Err() != nil {
-		// Say why we gave up (deadline or Stop) and what we were doing.
+	switch {
+	case err == nil:
+		return sess, nil
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		// Say that we gave up, and what we were waiting for.
+		return nil, fmt.Errorf("the tunnel did not start within %s: %w", t.cfg.StartTimeout, err)
+	case ctx.Err() != nil:
 		return nil, fmt.Errorf("%w: %w", context.Cause(ctx), err)
+	default:
+		return nil, err
 	}
-	return sess, err
 }
 
 // dnsSuffix is the deployment's hostname suffix, "coder" when it has none
