@@ -2,6 +2,7 @@ package tunfd
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"runtime"
@@ -217,5 +218,92 @@ func TestReadArgumentErrors(t *testing.T) {
 	}
 	if _, err := d.Write([][]byte{make([]byte, 4)}, 8); err == nil {
 		t.Fatal("Write accepted an offset beyond the buffer")
+	}
+}
+
+// waitParkedInWrite waits until a goroutine is parked in the netpoller under
+// Device.Write (the peer's queue is full).
+func waitParkedInWrite(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+			if strings.Contains(g, "tunfd.(*Device).Write") && strings.Contains(g, "runtime_pollWait") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no goroutine parked in Device.Write after 5s:\n%s", buf[:n])
+		}
+		runtime.Gosched()
+	}
+}
+
+// smallSendBuffer shrinks fd's send buffer to the kernel's minimum, so that a
+// few dozen unread packets fill it. (Linux applies max_dgram_qlen only
+// between unconnected datagram sockets, not to a socketpair, so the buffer
+// is what makes a writer wait.)
+func smallSendBuffer(t *testing.T, fd int) {
+	t.Helper()
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 1); err != nil {
+		t.Fatalf("shrink SO_SNDBUF: %v", err)
+	}
+}
+
+// When the host is slow, Write waits for room instead of failing or dropping,
+// and every packet arrives once the host reads.
+func TestWriteWaitsForRoom(t *testing.T) {
+	devFd, peer := socketpair(t, unix.SOCK_DGRAM)
+	smallSendBuffer(t, devFd) // the device's dup shares the socket
+	d := newDevice(t, devFd, Options{})
+	const count = 40 // several times what the minimum buffer holds
+	done := make(chan error, 1)
+	go func() {
+		for i := range count {
+			buf := append(make([]byte, engineOffset), ipv4Packet(200, byte(i))...)
+			if _, err := d.Write([][]byte{buf}, engineOffset); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	waitParkedInWrite(t)
+	for i := range count {
+		checkPacket(t, fmt.Sprintf("frame %d", i), mustRecv(t, peer), utunFrame(2, ipv4Packet(200, byte(i))))
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	if s := d.Stats(); s.PacketsOut != count || s.Dropped() != 0 {
+		t.Fatalf("stats %v", s)
+	}
+}
+
+func TestCloseUnblocksWrite(t *testing.T) {
+	devFd, _ := socketpair(t, unix.SOCK_DGRAM)
+	smallSendBuffer(t, devFd)
+	d := newDevice(t, devFd, Options{})
+	done := make(chan error, 1)
+	go func() {
+		buf := append(make([]byte, engineOffset), ipv4Packet(200, 1)...)
+		for {
+			if _, err := d.Write([][]byte{buf}, engineOffset); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	waitParkedInWrite(t)
+	d.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrClosed) {
+			t.Fatalf("blocked Write returned %v, want os.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Write still blocked 5s after Close")
 	}
 }
