@@ -1,0 +1,289 @@
+package linuxhost
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	vpnpb "github.com/codervpn/codervpn/proto"
+)
+
+// Config says which interface a Host configures and how.
+type Config struct {
+	// Link is the interface name, e.g. the TUN from CreateTUN.
+	Link string
+	// Netlink is the handle every kernel change goes through. Bind it to
+	// another network namespace (netlink.NewHandleAt) to configure a device
+	// that lives there. Nil uses a handle on the caller's namespace, which
+	// the Host owns and closes.
+	Netlink *netlink.Handle
+	// DNS applies the resolver part of the settings. Nil means no resolver
+	// integration: DNS settings are accepted and Notify explains how to query
+	// the tunnel's resolver by hand (see NoDNS).
+	DNS DNSConfigurator
+	// Notify receives things the person running the host should know, such as
+	// DNS not being configured. It is called synchronously from Apply.
+	Notify func(msg string)
+}
+
+// Host applies NetworkSettingsRequests to one interface and remembers exactly
+// what it changed, so that Close can undo it without touching anything the
+// system or the user set up. Safe for concurrent use.
+type Host struct {
+	cfg      Config
+	nl       *netlink.Handle
+	ownsNL   bool
+	ifindex  int
+	origMTU  int
+	origUp   bool
+	mu       sync.Mutex
+	closed   bool
+	setMTU   bool
+	setUp    bool
+	addrs    []netip.Prefix // installed by us
+	routes   []netip.Prefix // installed by us
+	dnsSet   bool
+	lastNote string
+}
+
+// New looks up the interface and records its current MTU and state so that
+// Close can restore them.
+func New(cfg Config) (*Host, error) {
+	h := &Host{cfg: cfg, nl: cfg.Netlink}
+	if h.nl == nil {
+		nl, err := netlink.NewHandle()
+		if err != nil {
+			return nil, fmt.Errorf("open netlink socket: %w", err)
+		}
+		h.nl, h.ownsNL = nl, true
+	}
+	link, err := h.nl.LinkByName(cfg.Link)
+	if err != nil {
+		if h.ownsNL {
+			h.nl.Close()
+		}
+		return nil, fmt.Errorf("find interface %s: %w", cfg.Link, err)
+	}
+	attrs := link.Attrs()
+	h.ifindex = attrs.Index
+	h.origMTU = attrs.MTU
+	h.origUp = attrs.Flags&net.FlagUp != 0
+	if h.cfg.DNS == nil {
+		h.cfg.DNS = NoDNS{}
+	}
+	return h, nil
+}
+
+// Index is the interface index, as the resolver and routes know it.
+func (h *Host) Index() int { return h.ifindex }
+
+// Apply makes the interface match req. The interface part (MTU, addresses,
+// routes) is reconciled: what we installed earlier and req no longer lists is
+// removed. The DNS part goes to the DNSConfigurator. The returned error is
+// what the manager reports back to the tunnel (success=false).
+func (h *Host) Apply(ctx context.Context, req *vpnpb.NetworkSettingsRequest) error {
+	s, err := parseSettings(req)
+	if err != nil {
+		return fmt.Errorf("invalid network settings: %w", err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return fmt.Errorf("network settings for %s arrived after teardown", h.cfg.Link)
+	}
+	if s.hasIface {
+		if err := h.applyIface(s); err != nil {
+			return err
+		}
+	}
+	if s.hasDNS {
+		if err := h.applyDNS(ctx, s.dns); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h *Host) link() netlink.Link {
+	// The netlink calls below only use the index, so a bare attrs-only link
+	// avoids a lookup round trip per call.
+	return &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: h.ifindex, Name: h.cfg.Link}}
+}
+
+func (h *Host) applyIface(s settings) error {
+	link := h.link()
+	// MTU first: IPv6 is disabled on links under 1280 bytes, so addresses can
+	// only be added once the MTU allows them.
+	if s.mtu != 0 {
+		if err := h.nl.LinkSetMTU(link, s.mtu); err != nil {
+			return fmt.Errorf("set MTU %d on %s: %w", s.mtu, h.cfg.Link, err)
+		}
+		h.setMTU = true
+	}
+	if err := h.nl.LinkSetUp(link); err != nil {
+		return fmt.Errorf("bring %s up: %w", h.cfg.Link, err)
+	}
+	h.setUp = true
+
+	for _, p := range h.addrs {
+		if !contains(s.addrs, p) {
+			if err := h.nl.AddrDel(link, addrOf(p)); err != nil && !gone(err) {
+				return fmt.Errorf("remove address %s from %s: %w", p, h.cfg.Link, err)
+			}
+		}
+	}
+	h.addrs = keep(h.addrs, s.addrs)
+	for _, p := range s.addrs {
+		if err := h.nl.AddrReplace(link, addrOf(p)); err != nil {
+			return fmt.Errorf("add address %s to %s: %w", p, h.cfg.Link, err)
+		}
+		if !contains(h.addrs, p) {
+			h.addrs = append(h.addrs, p)
+		}
+	}
+
+	for _, p := range h.routes {
+		if !contains(s.routes, p) {
+			if err := h.nl.RouteDel(h.routeOf(p)); err != nil && !gone(err) {
+				return fmt.Errorf("remove route %s via %s: %w", p, h.cfg.Link, err)
+			}
+		}
+	}
+	h.routes = keep(h.routes, s.routes)
+	for _, p := range s.routes {
+		if err := h.nl.RouteReplace(h.routeOf(p)); err != nil {
+			return fmt.Errorf("add route %s via %s: %w", p, h.cfg.Link, err)
+		}
+		if !contains(h.routes, p) {
+			h.routes = append(h.routes, p)
+		}
+	}
+	return nil
+}
+
+func (h *Host) applyDNS(ctx context.Context, d DNSSettings) error {
+	link := Link{Index: h.ifindex, Name: h.cfg.Link}
+	if len(d.Servers) == 0 {
+		if h.dnsSet {
+			if err := h.cfg.DNS.RevertDNS(ctx, link); err != nil {
+				return err
+			}
+			h.dnsSet = false
+		}
+		return nil
+	}
+	if err := h.cfg.DNS.SetDNS(ctx, link, d); err != nil {
+		var nc *NotConfiguredError
+		if errors.As(err, &nc) {
+			// Not a failure of the tunnel's request: the machine just has no
+			// resolver we can program. Tell the person, once per change.
+			if msg := nc.Error(); msg != h.lastNote {
+				h.lastNote = msg
+				if h.cfg.Notify != nil {
+					h.cfg.Notify(msg)
+				}
+			}
+			return nil
+		}
+		return err
+	}
+	h.dnsSet = true
+	return nil
+}
+
+// Close undoes everything Apply did: DNS reverted, routes and addresses
+// removed, MTU and link state restored. It is idempotent. Changes the kernel
+// already dropped (the TUN went away with its last fd) count as undone.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil
+	}
+	h.closed = true
+	var errs []error
+	if h.dnsSet {
+		// Bounded by the D-Bus call timeout inside the configurator.
+		if err := h.cfg.DNS.RevertDNS(context.Background(), Link{Index: h.ifindex, Name: h.cfg.Link}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	link := h.link()
+	for _, p := range h.routes {
+		if err := h.nl.RouteDel(h.routeOf(p)); err != nil && !gone(err) {
+			errs = append(errs, fmt.Errorf("remove route %s via %s: %w", p, h.cfg.Link, err))
+		}
+	}
+	for _, p := range h.addrs {
+		if err := h.nl.AddrDel(link, addrOf(p)); err != nil && !gone(err) {
+			errs = append(errs, fmt.Errorf("remove address %s from %s: %w", p, h.cfg.Link, err))
+		}
+	}
+	if h.setMTU && h.origMTU != 0 {
+		if err := h.nl.LinkSetMTU(link, h.origMTU); err != nil && !gone(err) {
+			errs = append(errs, fmt.Errorf("restore MTU %d on %s: %w", h.origMTU, h.cfg.Link, err))
+		}
+	}
+	if h.setUp && !h.origUp {
+		if err := h.nl.LinkSetDown(link); err != nil && !gone(err) {
+			errs = append(errs, fmt.Errorf("bring %s down: %w", h.cfg.Link, err))
+		}
+	}
+	h.addrs, h.routes = nil, nil
+	if h.ownsNL {
+		h.nl.Close()
+	}
+	return errors.Join(errs...)
+}
+
+func addrOf(p netip.Prefix) *netlink.Addr {
+	a := &netlink.Addr{IPNet: prefixNet(p)}
+	if p.Addr().Is6() {
+		// Skip duplicate address detection: on a point-to-point TUN there is
+		// nobody to collide with, and a tentative address cannot be used as a
+		// source for the second or two DAD takes.
+		a.Flags = unix.IFA_F_NODAD
+	}
+	return a
+}
+
+func (h *Host) routeOf(p netip.Prefix) *netlink.Route {
+	return &netlink.Route{LinkIndex: h.ifindex, Dst: prefixNet(p), Scope: netlink.SCOPE_LINK}
+}
+
+func prefixNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// gone reports errors meaning the thing to remove no longer exists.
+func gone(err error) bool {
+	var lnf netlink.LinkNotFoundError
+	return errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENODEV) ||
+		errors.Is(err, unix.EADDRNOTAVAIL) || errors.Is(err, unix.ENOENT) || errors.As(err, &lnf)
+}
+
+func contains(ps []netip.Prefix, p netip.Prefix) bool {
+	for _, q := range ps {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
+// keep returns the elements of have that are also in want.
+func keep(have, want []netip.Prefix) []netip.Prefix {
+	out := have[:0]
+	for _, p := range have {
+		if contains(want, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
