@@ -57,11 +57,15 @@ func connectFake(t *testing.T, h *Host, ft *fakeTunnel) *fakeTunnel {
 	ft.mu.Lock()
 	ft.s = res.s
 	ft.mu.Unlock()
-	t.Cleanup(func() {
-		res.s.Close()
-		ft.wg.Wait()
-	})
+	t.Cleanup(ft.close)
 	return ft
+}
+
+// close ends the fake tunnel's session and waits for its goroutines; only
+// then are the fds it was reading from really closed.
+func (ft *fakeTunnel) close() {
+	ft.speaker().Close()
+	ft.wg.Wait()
 }
 
 func (ft *fakeTunnel) speaker() *vpnlib.TunnelSpeaker {

@@ -329,7 +329,7 @@ func TestNetstackCloseReleasesFDs(t *testing.T) {
 		b.Close()
 		a.Close() // idempotent
 	}
-	if after := openFDs(t); after != before {
-		t.Fatalf("open fds went from %d to %d", before, after)
+	if d := openFDs(t).diff(before); d != "[]" {
+		t.Fatalf("fds changed: %s", d)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,9 +53,12 @@ type coderClient struct {
 	conn     *tailnet.Conn
 	ctrl     *tailnet.Controller
 	updates  *tailnet.TunnelAllWorkspaceUpdatesController
+	resume   tailnet.ResumeTokenController
 	cancel   context.CancelFunc
 	connInfo workspacesdk.AgentConnectionInfo
 	me       codersdk.User
+
+	closeOnce sync.Once
 }
 
 type rewriter struct{ d *vpntest.Deployment }
@@ -106,13 +110,17 @@ func newCoderClient(ctx context.Context, t testing.TB, d *vpntest.Deployment) *c
 	coordCtrl := tailnet.NewTunnelSrcCoordController(logger.Named("coord"), conn)
 	ctrl.CoordCtrl = coordCtrl
 	ctrl.DERPCtrl = tailnet.NewBasicDERPController(logger.Named("derp"), rewriter{d}, conn)
-	ctrl.ResumeTokenCtrl = tailnet.NewBasicResumeTokenController(logger.Named("resume"), quartz.NewReal())
+	resume := tailnet.NewBasicResumeTokenController(logger.Named("resume"), quartz.NewReal())
+	ctrl.ResumeTokenCtrl = resume
 	// No WithDNS: a netstack Conn has no DNS configurator to take the hosts.
 	updates := tailnet.NewTunnelAllWorkspaceUpdatesController(logger.Named("updates"), coordCtrl)
 	ctrl.WorkspaceUpdatesCtrl = updates
 	ctrl.Run(runCtx)
 
-	c := &coderClient{conn: conn, ctrl: ctrl, updates: updates, cancel: cancel, connInfo: info, me: me}
+	c := &coderClient{
+		conn: conn, ctrl: ctrl, updates: updates, resume: resume,
+		cancel: cancel, connInfo: info, me: me,
+	}
 	t.Cleanup(c.close)
 	select {
 	case err := <-dialer.Connected():
@@ -125,10 +133,18 @@ func newCoderClient(ctx context.Context, t testing.TB, d *vpntest.Deployment) *c
 	return c
 }
 
+// close stops the controller and the tailnet; safe to call more than once.
 func (c *coderClient) close() {
-	c.cancel()
-	<-c.ctrl.Closed()
-	_ = c.conn.Close()
+	c.closeOnce.Do(func() {
+		c.cancel()
+		<-c.ctrl.Closed()
+		_ = c.conn.Close()
+	})
+}
+
+func (c *coderClient) hasResumeToken() bool {
+	_, ok := c.resume.Token()
+	return ok
 }
 
 // waitForAgent waits until the client's workspace state lists the agent.
