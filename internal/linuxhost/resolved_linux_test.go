@@ -111,6 +111,12 @@ func (f *fakeResolved) SetLinkDefaultRoute(idx int32, on bool) *dbus.Error {
 
 func (f *fakeResolved) RevertLink(idx int32) *dbus.Error { return f.record("RevertLink", idx) }
 
+func (f *fakeResolved) failOn(method string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failMethod = method
+}
+
 func (f *fakeResolved) take() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -198,7 +204,7 @@ func TestResolvedSplitDNS(t *testing.T) {
 	}
 
 	// A refusal is reported as advice and rolled back, not half-applied.
-	fake.failMethod = "SetLinkDomains"
+	fake.failOn("SetLinkDomains")
 	err = dns.SetDNS(ctx, link, s)
 	var nc *NotConfiguredError
 	if !errors.As(err, &nc) || !strings.Contains(nc.Error(), "refused the routing domains") ||
