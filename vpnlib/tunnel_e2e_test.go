@@ -2,6 +2,7 @@ package vpnlib_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -153,12 +154,18 @@ func checkHeadersOnce(t *testing.T, d *vpntest.Deployment, headerValue string) {
 // network stack makes through the tunnel.
 func httpGetThroughTunnel(t *testing.T, r *rig, addr netip.AddrPort) string {
 	t.Helper()
-	conn, err := r.h.DialTCP(r.ctx, addr)
+	return httpGet(r.ctx, t, r.h, addr)
+}
+
+// httpGet fetches / from addr through h's tunnel.
+func httpGet(ctx context.Context, t *testing.T, h *hosttest.Host, addr netip.AddrPort) string {
+	t.Helper()
+	conn, err := h.DialTCP(ctx, addr)
 	if err != nil {
 		t.Fatalf("dial %v through the tunnel: %v", addr, err)
 	}
 	defer conn.Close()
-	if dl, ok := r.ctx.Deadline(); ok {
+	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
 	if _, err := fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n"); err != nil {

@@ -1,0 +1,88 @@
+// Command dylib is libcodervpn: built with -buildmode=c-shared it becomes
+// libcodervpn.dylib (macOS NetworkExtension) or libcodervpn.so (Linux) and
+// codervpn.h. It holds only the exported functions; the tunnels live in
+// vpnlib's Registry. See README.md, "For Swift integrators".
+package main
+
+/*
+#include <stdint.h>
+
+// Return codes of coderStartVPN and coderStopVPN. coderStartVPN returns a
+// handle >= 0 on success; coderStopVPN returns 0.
+
+// An internal error (a caught panic); the call had no effect.
+#define CODERVPN_ERR_INTERNAL (-1)
+// read_fd is negative, closed, or not open for reading.
+#define CODERVPN_ERR_BAD_READ_FD (-2)
+// write_fd is negative, closed, or not open for writing.
+#define CODERVPN_ERR_BAD_WRITE_FD (-3)
+// tun_fd is closed or not open read-write, or negative other than -1
+// (-1 means: take StartRequest.tunnel_file_descriptor).
+#define CODERVPN_ERR_BAD_TUN_FD (-4)
+// CODERVPN_MAX_TUNNELS tunnels already run in this process.
+#define CODERVPN_ERR_TOO_MANY_TUNNELS (-5)
+// coderStopVPN of a handle never returned, or already stopped.
+#define CODERVPN_ERR_UNKNOWN_HANDLE (-6)
+// The tunnel could not be created (for example the process is out of fds).
+#define CODERVPN_ERR_START_FAILED (-7)
+
+// How many tunnels may run at once in one process.
+#define CODERVPN_MAX_TUNNELS 8
+
+// The library must never be dlclose'd: a Go runtime cannot be unloaded.
+
+// Lets cgo declare coderVPNVersion as returning const char *.
+typedef const char codervpn_const_char;
+*/
+import "C"
+
+import (
+	"unsafe"
+
+	"github.com/codervpn/codervpn/internal/buildinfo"
+	"github.com/codervpn/codervpn/vpnlib"
+)
+
+// registry holds every tunnel this process started through the C ABI.
+var registry vpnlib.Registry
+
+// version is allocated once and never freed: callers may keep the pointer.
+var version = (*C.codervpn_const_char)(unsafe.Pointer(C.CString(buildinfo.Version)))
+
+// coderStartVPN starts a tunnel on duplicates of the three fds and returns its
+// handle (>= 0) at once, or a negative CODERVPN_ERR_* code. The caller keeps
+// its fds and may close them after the call.
+//
+//export coderStartVPN
+//
+// The parameter names are the header's, hence not Go's usual style.
+func coderStartVPN(tun_fd, read_fd, write_fd C.int32_t) (rc C.int32_t) { //nolint:revive
+	defer recoverTo(&rc)
+	return C.int32_t(registry.Start(int(tun_fd), int(read_fd), int(write_fd)))
+}
+
+// coderStopVPN stops the tunnel, closes every fd the library holds for it
+// and waits for its goroutines. It returns 0, or CODERVPN_ERR_UNKNOWN_HANDLE.
+//
+//export coderStopVPN
+func coderStopVPN(handle C.int32_t) (rc C.int32_t) {
+	defer recoverTo(&rc)
+	return C.int32_t(registry.Stop(int32(handle)))
+}
+
+// coderVPNVersion returns the library's version, a static string.
+//
+//export coderVPNVersion
+func coderVPNVersion() *C.codervpn_const_char {
+	return version
+}
+
+// recoverTo keeps a Go panic from crossing into the host: the call returns
+// CODERVPN_ERR_INTERNAL instead.
+func recoverTo(rc *C.int32_t) {
+	if recover() != nil {
+		*rc = C.int32_t(vpnlib.CodeInternal)
+	}
+}
+
+func main() {}
