@@ -19,6 +19,7 @@
  *         stop H        Reply: "ok RC".
  *         version       Reply: "ok VERSION".
  *         stats         Reply: "ok fds=N rss_kb=N hwm_kb=N".
+ *         fds           Reply: "ok FD:TARGET ..." for every open fd (Linux).
  *         threads N I   N threads each make I rounds of bad starts, stops of
  *                       unknown handles and version calls at once. Reply: "ok".
  *         quit          Reply "ok", exit 0.
@@ -89,6 +90,31 @@ static long status_kb(const char *key) {
 	return v;
 }
 
+/* list_fds writes "fd:target" for each open fd into buf (Linux /proc). */
+static void list_fds(char *buf, size_t len) {
+	size_t used = 0;
+	buf[0] = 0;
+	DIR *d = opendir("/proc/self/fd");
+	if (d == NULL)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.' || atoi(e->d_name) == dirfd(d))
+			continue;
+		char path[300], target[256];
+		snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+		ssize_t n = readlink(path, target, sizeof target - 1);
+		if (n < 0)
+			continue;
+		target[n] = 0;
+		int w = snprintf(buf + used, len - used, "%s%s:%s", used ? " " : "", e->d_name, target);
+		if (w < 0 || (size_t)w >= len - used)
+			break;
+		used += (size_t)w;
+	}
+	closedir(d);
+}
+
 struct stress { int iters; };
 
 static void *stress_thread(void *arg) {
@@ -106,7 +132,7 @@ static void *stress_thread(void *arg) {
 
 static void reply(int ctl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void reply(int ctl, const char *fmt, ...) {
-	char buf[512];
+	char buf[4096];
 	va_list ap;
 	va_start(ap, fmt);
 	int n = vsnprintf(buf, sizeof buf, fmt, ap);
@@ -174,6 +200,10 @@ static int serve(int ctl) {
 			reply(ctl, "ok %d", stop_vpn(h));
 		} else if (strcmp(buf, "version") == 0) {
 			reply(ctl, "ok %s", vpn_version());
+		} else if (strcmp(buf, "fds") == 0) {
+			char list[4000];
+			list_fds(list, sizeof list);
+			reply(ctl, "ok %s", list);
 		} else if (strcmp(buf, "stats") == 0) {
 			reply(ctl, "ok fds=%d rss_kb=%ld hwm_kb=%ld", count_fds(), status_kb("VmRSS"), status_kb("VmHWM"));
 		} else if (sscanf(buf, "threads %d %d", &threads, &iters) == 2 && threads > 0 && threads <= 64) {

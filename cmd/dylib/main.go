@@ -37,6 +37,8 @@ typedef const char codervpn_const_char;
 import "C"
 
 import (
+	"runtime"
+	"runtime/debug"
 	"unsafe"
 
 	"github.com/codervpn/codervpn/internal/buildinfo"
@@ -61,13 +63,29 @@ func coderStartVPN(tun_fd, read_fd, write_fd C.int32_t) (rc C.int32_t) { //nolin
 	return C.int32_t(registry.Start(int(tun_fd), int(read_fd), int(write_fd)))
 }
 
-// coderStopVPN stops the tunnel, closes every fd the library holds for it
-// and waits for its goroutines. It returns 0, or CODERVPN_ERR_UNKNOWN_HANDLE.
+// coderStopVPN stops the tunnel, closes every fd the library holds for it,
+// waits for its goroutines and hands the memory it used back to the system.
+// It returns 0, or CODERVPN_ERR_UNKNOWN_HANDLE.
 //
 //export coderStopVPN
 func coderStopVPN(handle C.int32_t) (rc C.int32_t) {
 	defer recoverTo(&rc)
-	return C.int32_t(registry.Stop(int32(handle)))
+	rc = C.int32_t(registry.Stop(int32(handle)))
+	if rc == 0 {
+		releaseMemory()
+	}
+	return rc
+}
+
+// releaseMemory returns a stopped engine's memory to the system. The host
+// process outlives many tunnels (the library cannot be unloaded), and the
+// engine's packet buffers sit in sync.Pools, which a collection only moves
+// to a victim cache: the first GC retires them, the second (inside
+// FreeOSMemory) frees them and returns the pages. Stopping is rare, so the
+// few milliseconds are well spent.
+func releaseMemory() {
+	runtime.GC()
+	debug.FreeOSMemory()
 }
 
 // coderVPNVersion returns the library's version, a static string.
