@@ -8,22 +8,16 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"go.uber.org/goleak"
-	"tailscale.com/tailcfg"
 
 	"cdr.dev/slog/v3"
 	"cdr.dev/slog/v3/sloggers/slogtest"
-	"github.com/coder/coder/v2/codersdk"
 	"github.com/coder/coder/v2/codersdk/workspacesdk"
 	"github.com/coder/coder/v2/tailnet"
-	tailnetproto "github.com/coder/coder/v2/tailnet/proto"
-	"github.com/coder/quartz"
-	"github.com/coder/websocket"
 
 	"github.com/codervpn/codervpn/vpnlib/vpntest"
 )
@@ -45,102 +39,29 @@ func testCtx(t testing.TB) context.Context {
 	return ctx
 }
 
-// coderClient is a CoderVPN-style client assembled only from Coder's client
-// libraries (codersdk, workspacesdk's websocket dialer, tailnet controllers
-// and tailnet.NewConn with netstack), i.e. an independent peer that proves
-// the deployment serves what those libraries expect.
+// coderClient wraps vpntest.Client, the client assembled only from Coder's
+// client libraries, with the helpers these tests use.
 type coderClient struct {
+	*vpntest.Client
 	conn     *tailnet.Conn
-	ctrl     *tailnet.Controller
 	updates  *tailnet.TunnelAllWorkspaceUpdatesController
 	resume   tailnet.ResumeTokenController
-	cancel   context.CancelFunc
 	connInfo workspacesdk.AgentConnectionInfo
-	me       codersdk.User
-
-	closeOnce sync.Once
-}
-
-type rewriter struct{ d *vpntest.Deployment }
-
-func (r rewriter) RewriteDERPMap(m *tailcfg.DERPMap) {
-	tailnet.RewriteDERPMapDefaultRelay(context.Background(), slog.Logger{}, m, r.d.URL)
 }
 
 func newCoderClient(ctx context.Context, t testing.TB, d *vpntest.Deployment) *coderClient {
 	t.Helper()
-	logger := testLogger(t).Named("client")
-	sdk := codersdk.New(d.URL)
-	sdk.SetSessionToken(d.Token)
-
-	me, err := sdk.User(ctx, codersdk.Me)
+	cl, err := d.Dial(ctx, testLogger(t).Named("client"))
 	if err != nil {
-		t.Fatalf("get users/me: %v", err)
+		t.Fatal(err)
 	}
-	info, err := workspacesdk.New(sdk).AgentConnectionInfoGeneric(ctx)
-	if err != nil {
-		t.Fatalf("get connection info: %v", err)
-	}
-	rewriter{d}.RewriteDERPMap(info.DERPMap)
-
-	conn, err := tailnet.NewConn(&tailnet.Options{
-		Addresses:           []netip.Prefix{tailnet.CoderServicePrefix.RandomPrefix()},
-		DERPMap:             info.DERPMap,
-		DERPForceWebSockets: info.DERPForceWebSockets,
-		BlockEndpoints:      info.DisableDirectConnections,
-		Logger:              logger.Named("tailnet"),
-		DNSMatchDomain:      info.HostnameSuffix,
-	})
-	if err != nil {
-		t.Fatalf("client tailnet: %v", err)
-	}
-
-	rpcURL := d.URL.JoinPath("/api/v2/tailnet")
-	header := http.Header{}
-	header.Set(codersdk.SessionTokenHeader, d.Token)
-	dialer := workspacesdk.NewWebsocketDialer(logger.Named("dialer"), rpcURL, &websocket.DialOptions{
-		HTTPHeader:      header,
-		CompressionMode: websocket.CompressionDisabled,
-	}, workspacesdk.WithWorkspaceUpdates(&tailnetproto.WorkspaceUpdatesRequest{
-		WorkspaceOwnerId: tailnet.UUIDToByteSlice(me.ID),
-	}))
-
-	runCtx, cancel := context.WithCancel(context.Background())
-	ctrl := tailnet.NewController(logger.Named("controller"), dialer)
-	coordCtrl := tailnet.NewTunnelSrcCoordController(logger.Named("coord"), conn)
-	ctrl.CoordCtrl = coordCtrl
-	ctrl.DERPCtrl = tailnet.NewBasicDERPController(logger.Named("derp"), rewriter{d}, conn)
-	resume := tailnet.NewBasicResumeTokenController(logger.Named("resume"), quartz.NewReal())
-	ctrl.ResumeTokenCtrl = resume
-	// No WithDNS: a netstack Conn has no DNS configurator to take the hosts.
-	updates := tailnet.NewTunnelAllWorkspaceUpdatesController(logger.Named("updates"), coordCtrl)
-	ctrl.WorkspaceUpdatesCtrl = updates
-	ctrl.Run(runCtx)
-
-	c := &coderClient{
-		conn: conn, ctrl: ctrl, updates: updates, resume: resume,
-		cancel: cancel, connInfo: info, me: me,
-	}
+	c := &coderClient{Client: cl, conn: cl.Conn, updates: cl.Updates, resume: cl.Resume, connInfo: cl.ConnInfo}
 	t.Cleanup(c.close)
-	select {
-	case err := <-dialer.Connected():
-		if err != nil {
-			t.Fatalf("connect to tailnet API: %v", err)
-		}
-	case <-ctx.Done():
-		t.Fatalf("timed out connecting to the tailnet API: %v", ctx.Err())
-	}
 	return c
 }
 
 // close stops the controller and the tailnet; safe to call more than once.
-func (c *coderClient) close() {
-	c.closeOnce.Do(func() {
-		c.cancel()
-		<-c.ctrl.Closed()
-		_ = c.conn.Close()
-	})
-}
+func (c *coderClient) close() { _ = c.Client.Close() }
 
 func (c *coderClient) hasResumeToken() bool {
 	_, ok := c.resume.Token()
