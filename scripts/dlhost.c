@@ -18,7 +18,7 @@
  *                       Reply: "ok RC".
  *         stop H        Reply: "ok RC".
  *         version       Reply: "ok VERSION".
- *         stats         Reply: "ok fds=N rss_kb=N hwm_kb=N".
+ *         stats         Reply: "ok fds=N rss_kb=N hwm_kb=N anon_kb=N".
  *         fds           Reply: "ok FD:TARGET ..." for every open fd (Linux).
  *         threads N I   N threads each make I rounds of bad starts, stops of
  *                       unknown handles and version calls at once. Reply: "ok".
@@ -205,7 +205,8 @@ static int serve(int ctl) {
 			list_fds(list, sizeof list);
 			reply(ctl, "ok %s", list);
 		} else if (strcmp(buf, "stats") == 0) {
-			reply(ctl, "ok fds=%d rss_kb=%ld hwm_kb=%ld", count_fds(), status_kb("VmRSS"), status_kb("VmHWM"));
+			reply(ctl, "ok fds=%d rss_kb=%ld hwm_kb=%ld anon_kb=%ld", count_fds(), status_kb("VmRSS"),
+			      status_kb("VmHWM"), status_kb("RssAnon"));
 		} else if (sscanf(buf, "threads %d %d", &threads, &iters) == 2 && threads > 0 && threads <= 64) {
 			pthread_t tid[64];
 			struct stress s = {.iters = iters};

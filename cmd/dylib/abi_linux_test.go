@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -75,29 +76,31 @@ func TestBadCalls(t *testing.T) {
 
 	cases := []struct {
 		name string
-		args []any
+		tun  any
+		read any
+		wrt  any
 		want int32
 	}{
-		{"negative read fd", []any{-1, -5, wr}, vpnlib.CodeBadReadFD},
-		{"closed read fd", []any{-1, closed, wr}, vpnlib.CodeBadReadFD},
-		{"read fd is a write end", []any{-1, wr, wr}, vpnlib.CodeBadReadFD},
-		{"negative write fd", []any{-1, rd, -2}, vpnlib.CodeBadWriteFD},
-		{"closed write fd", []any{-1, rd, closed}, vpnlib.CodeBadWriteFD},
-		{"write fd is a read end", []any{-1, rd, rd}, vpnlib.CodeBadWriteFD},
-		{"tun fd -2", []any{-2, rd, wr}, vpnlib.CodeBadTunFD},
-		{"closed tun fd", []any{closed, rd, wr}, vpnlib.CodeBadTunFD},
-		{"read-only tun fd", []any{rd, rd, wr}, vpnlib.CodeBadTunFD},
+		{"negative read fd", -1, -5, wr, vpnlib.CodeBadReadFD},
+		{"closed read fd", -1, closed, wr, vpnlib.CodeBadReadFD},
+		{"read fd is a write end", -1, wr, wr, vpnlib.CodeBadReadFD},
+		{"negative write fd", -1, rd, -2, vpnlib.CodeBadWriteFD},
+		{"closed write fd", -1, rd, closed, vpnlib.CodeBadWriteFD},
+		{"write fd is a read end", -1, rd, rd, vpnlib.CodeBadWriteFD},
+		{"tun fd -2", -2, rd, wr, vpnlib.CodeBadTunFD},
+		{"closed tun fd", closed, rd, wr, vpnlib.CodeBadTunFD},
+		{"read-only tun fd", rd, rd, wr, vpnlib.CodeBadTunFD},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := host.start(tc.args...); got != tc.want {
+			if got := host.start(tc.tun, tc.read, tc.wrt); got != tc.want {
 				t.Fatalf("coderStartVPN = %d, want %d", got, tc.want)
 			}
 		})
 	}
 	for _, h := range []string{"-1", "0", "12345", "2147483647"} {
-		if got := host.rc(host.call("stop " + h)); got != vpnlib.CodeUnknownHandle {
-			t.Errorf("coderStopVPN(%s) = %d, want %d", h, got, vpnlib.CodeUnknownHandle)
+		if got := host.call("stop " + h); got != strconv.Itoa(int(vpnlib.CodeUnknownHandle)) {
+			t.Errorf("coderStopVPN(%s) = %s, want %d", h, got, vpnlib.CodeUnknownHandle)
 		}
 	}
 	// 16 threads, each 500 rounds of bad starts, unknown stops and versions.

@@ -3,18 +3,18 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"net"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
-	"golang.org/x/sys/unix"
+
+	"github.com/codervpn/codervpn/internal/dlhost"
 )
 
 // These tests load the real shared library into a C program, the way the
@@ -81,52 +81,35 @@ func buildAndRun(m *testing.M) (int, error) {
 	return code, nil
 }
 
-// dlHost is one running C host process (scripts/dlhost.c in serve mode) with
-// the library loaded. Commands go over a SOCK_SEQPACKET socket, fds attached
-// with SCM_RIGHTS, so the host process receives fds of its own and can close
-// them right after coderStartVPN, as a careful NetworkExtension may.
+// dlHost is a dlhost.Host (the C host with the library loaded) that fails
+// its test on any error.
 type dlHost struct {
 	t      *testing.T
-	cmd    *exec.Cmd
-	conn   *net.UnixConn
-	stderr *syncBuffer
-	exited chan struct{}
-	mu     sync.Mutex // one command at a time
+	h      *dlhost.Host
+	output *syncBuffer
 }
 
 func startDLHost(t *testing.T) *dlHost {
 	t.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ours, theirs := os.NewFile(uintptr(fds[0]), "ctl"), os.NewFile(uintptr(fds[1]), "ctl-host")
-	defer ours.Close()
-	d := &dlHost{t: t, stderr: &syncBuffer{}, exited: make(chan struct{})}
-	d.cmd = exec.Command(hostPath, libPath, "serve", "3")
-	d.cmd.ExtraFiles = []*os.File{theirs}
-	d.cmd.Stdout, d.cmd.Stderr = d.stderr, d.stderr
+	out := &syncBuffer{}
+	var env []string
+	var w io.Writer = out
 	if v := os.Getenv("CODERVPN_TEST_HOST_GODEBUG"); v != "" {
 		// For looking into the library (gctrace=1, say): the host's Go
 		// runtime gets the setting, and its output is shown as it comes.
-		d.cmd.Env = append(os.Environ(), "GODEBUG="+v)
-		d.cmd.Stdout, d.cmd.Stderr = os.Stderr, os.Stderr
+		env = append(os.Environ(), "GODEBUG="+v)
+		w = os.Stderr
 	}
-	err = d.cmd.Start()
-	theirs.Close()
+	h, err := dlhost.Start(hostPath, libPath, env, w)
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		_ = d.cmd.Wait()
-		close(d.exited)
-	}()
-	c, err := net.FileConn(ours)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.conn = c.(*net.UnixConn)
-	t.Cleanup(d.quit)
+	d := &dlHost{t: t, h: h, output: out}
+	t.Cleanup(func() {
+		if err := h.Close(); err != nil {
+			t.Errorf("%v; its output:\n%s", err, out)
+		}
+	})
 	return d
 }
 
@@ -151,82 +134,40 @@ func (d *dlHost) warm() int {
 	return d.stats().FDs
 }
 
-// call sends one command with files attached and returns the reply after
-// "ok ". Any other reply, or the host dying, fails the test.
-func (d *dlHost) call(command string, files ...*os.File) string {
+// call sends one command and returns the reply after "ok".
+func (d *dlHost) call(command string) string {
 	d.t.Helper()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	fds := make([]int, len(files))
-	for i, f := range files {
-		fds[i] = int(f.Fd())
+	out, err := d.h.Call(command)
+	if err != nil {
+		d.t.Fatalf("%v; its output:\n%s", err, d.output)
 	}
-	var oob []byte
-	if len(fds) > 0 {
-		oob = unix.UnixRights(fds...)
-	}
-	_ = d.conn.SetDeadline(time.Now().Add(2 * time.Minute))
-	if _, _, err := d.conn.WriteMsgUnix([]byte(command), oob, nil); err != nil {
-		d.t.Fatalf("send %q to the C host: %v\nits output:\n%s", command, err, d.stderr)
-	}
-	buf := make([]byte, 4096)
-	n, _, _, _, err := d.conn.ReadMsgUnix(buf, nil)
-	if err != nil || n == 0 {
-		d.t.Fatalf("no reply to %q from the C host (%v); its output:\n%s", command, err, d.stderr)
-	}
-	reply := string(buf[:n])
-	rest, ok := strings.CutPrefix(reply, "ok")
-	if !ok {
-		d.t.Fatalf("C host answered %q to %q", reply, command)
-	}
-	return strings.TrimSpace(rest)
+	return out
 }
 
-// start calls coderStartVPN(tun, read, write) in the host. Each argument is
-// an *os.File (attached, so the host gets its own fd) or an int passed as is.
-func (d *dlHost) start(args ...any) int32 {
+// start calls coderStartVPN(tun, read, write); see dlhost.Host.StartVPN.
+func (d *dlHost) start(tun, read, write any) int32 {
 	d.t.Helper()
-	var words []string
-	var files []*os.File
-	for _, a := range args {
-		switch v := a.(type) {
-		case *os.File:
-			words = append(words, "fd")
-			files = append(files, v)
-		case int:
-			words = append(words, strconv.Itoa(v))
-		default:
-			d.t.Fatalf("start argument %T", a)
-		}
+	rc, err := d.h.StartVPN(tun, read, write)
+	if err != nil {
+		d.t.Fatalf("%v; its output:\n%s", err, d.output)
 	}
-	return d.rc(d.call("start "+strings.Join(words, " "), files...))
+	return rc
 }
 
 func (d *dlHost) stop(h int32) int32 {
 	d.t.Helper()
-	return d.rc(d.call(fmt.Sprintf("stop %d", h)))
-}
-
-func (d *dlHost) rc(s string) int32 {
-	d.t.Helper()
-	v, err := strconv.ParseInt(s, 10, 32)
+	rc, err := d.h.StopVPN(h)
 	if err != nil {
-		d.t.Fatalf("C host return code %q: %v", s, err)
+		d.t.Fatalf("%v; its output:\n%s", err, d.output)
 	}
-	return int32(v)
+	return rc
 }
 
-// hostStats is what the C host reports about its own process.
-type hostStats struct {
-	FDs         int
-	RSSKB, HWMK int64
-}
-
-func (d *dlHost) stats() hostStats {
+func (d *dlHost) stats() dlhost.Stats {
 	d.t.Helper()
-	var s hostStats
-	if _, err := fmt.Sscanf(d.call("stats"), "fds=%d rss_kb=%d hwm_kb=%d", &s.FDs, &s.RSSKB, &s.HWMK); err != nil {
-		d.t.Fatalf("parse stats: %v", err)
+	s, err := d.h.Stats()
+	if err != nil {
+		d.t.Fatal(err)
 	}
 	return s
 }
@@ -242,32 +183,9 @@ func (d *dlHost) waitFDs(want int, what string) {
 			return
 		}
 		if time.Now().After(deadline) {
-			d.t.Fatalf("%s: the C host has %d fds open, want %d: %s", what, got, want, d.call("fds"))
+			d.t.Fatalf("%s: the C host has %d fds open, want %d: %s", what, got, want, d.h.FDs())
 		}
 		time.Sleep(10 * time.Millisecond) // polling /proc in the host: nothing to wait on
-	}
-}
-
-// quit asks the host to exit and requires a clean exit.
-func (d *dlHost) quit() {
-	select {
-	case <-d.exited:
-	default:
-		_ = d.conn.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := d.conn.Write([]byte("quit")); err == nil {
-			_, _ = d.conn.Read(make([]byte, 64))
-		}
-		select {
-		case <-d.exited:
-		case <-time.After(10 * time.Second):
-			_ = d.cmd.Process.Kill()
-			<-d.exited
-			d.t.Errorf("the C host did not exit on quit; its output:\n%s", d.stderr)
-		}
-	}
-	_ = d.conn.Close()
-	if code := d.cmd.ProcessState.ExitCode(); code != 0 {
-		d.t.Errorf("the C host exited with %d; its output:\n%s", code, d.stderr)
 	}
 }
 

@@ -55,9 +55,9 @@ var version = (*C.codervpn_const_char)(unsafe.Pointer(C.CString(buildinfo.Versio
 // handle (>= 0) at once, or a negative CODERVPN_ERR_* code. The caller keeps
 // its fds and may close them after the call.
 //
-//export coderStartVPN
-//
 // The parameter names are the header's, hence not Go's usual style.
+//
+//export coderStartVPN
 func coderStartVPN(tun_fd, read_fd, write_fd C.int32_t) (rc C.int32_t) { //nolint:revive
 	defer recoverTo(&rc)
 	return C.int32_t(registry.Start(int(tun_fd), int(read_fd), int(write_fd)))

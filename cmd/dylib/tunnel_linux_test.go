@@ -15,6 +15,7 @@ import (
 
 	"github.com/coder/coder/v2/codersdk"
 
+	"github.com/codervpn/codervpn/internal/dlhost"
 	vpnpb "github.com/codervpn/codervpn/proto"
 	"github.com/codervpn/codervpn/vpnlib/hosttest"
 	"github.com/codervpn/codervpn/vpnlib/vpntest"
@@ -143,7 +144,7 @@ func TestCycles(t *testing.T) {
 	host := startDLHost(t)
 	before := host.stats()
 	n := cycles(t)
-	var first, tenth hostStats
+	var first, tenth dlhost.Stats
 	began := time.Now()
 	for i := 1; i <= n; i++ {
 		s := open(ctx, t, host, w)
@@ -165,7 +166,7 @@ func TestCycles(t *testing.T) {
 	t.Logf("C host before: %d fds, RSS %d KiB", before.FDs, before.RSSKB)
 	t.Logf("after cycle 1: %d fds, RSS %d KiB", first.FDs, first.RSSKB)
 	t.Logf("after cycle 10: %d fds, RSS %d KiB", tenth.FDs, tenth.RSSKB)
-	t.Logf("after cycle %d: %d fds, RSS %d KiB, peak RSS %d KiB", n, last.FDs, last.RSSKB, last.HWMK)
+	t.Logf("after cycle %d: %d fds, RSS %d KiB (anonymous %d KiB), peak RSS %d KiB", n, last.FDs, last.RSSKB, last.AnonKB, last.HWMKB)
 	// Bounded growth: what cycles 11..n add must be small next to what the
 	// first ten cost; a leak of even one tunnel's engine per cycle would
 	// add megabytes each time.
