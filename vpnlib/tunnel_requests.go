@@ -72,7 +72,7 @@ func (t *Tunnel) handleStart(req *vpnpb.StartRequest) *vpnpb.StartResponse {
 	t.mu.Unlock()
 
 	t.logger.Info(t.ctx, "starting the tunnel",
-		slog.F("coder_url", req.GetCoderUrl()), slog.F("headers", len(req.GetHeaders())))
+		slog.F("coder_url", loggableURL(req.GetCoderUrl())), slog.F("headers", len(req.GetHeaders())))
 	sess, err := t.connect(ctx, req)
 	cancelTimeout()
 	cancelCause(nil)

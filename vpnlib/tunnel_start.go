@@ -39,16 +39,16 @@ func validateStart(req *vpnpb.StartRequest, cfgTunFD int) (startParams, error) {
 	if err != nil {
 		return p, fmt.Errorf("StartRequest.coder_url is not a valid URL: %w", unwrapURLError(err))
 	}
-	if pw, ok := u.User.Password(); ok {
-		p.secrets = append(p.secrets, pw)
-	}
+	// Credentials in the URL are redacted from every log and never quoted
+	// in an error; they are not sent either (the API token authenticates).
+	p.secrets = append(p.secrets, urlSecrets(u)...)
+	u.User = nil
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return p, fmt.Errorf("StartRequest.coder_url must start with https:// or http://, not %q", u.Scheme+":")
 	}
 	if u.Hostname() == "" {
-		return p, fmt.Errorf("StartRequest.coder_url %q has no host", raw)
+		return p, fmt.Errorf("StartRequest.coder_url %q has no host", u.String())
 	}
-	u.User = nil
 	p.url = u
 
 	p.token = req.GetApiToken()
@@ -103,6 +103,38 @@ func validateStart(req *vpnpb.StartRequest, cfgTunFD int) (startParams, error) {
 	return p, nil
 }
 
+// minURLUserSecretLen is the shortest user name, given without a password,
+// that is redacted as a credential (https://<token>@host); shorter names
+// ("git", "admin") are words that redaction would shred logs over.
+const minURLUserSecretLen = 12
+
+// urlSecrets returns the credentials u's userinfo carries: the password, or
+// a lone user name long enough to be a token.
+func urlSecrets(u *url.URL) []string {
+	if u.User == nil {
+		return nil
+	}
+	if pw, ok := u.User.Password(); ok {
+		return []string{pw}
+	}
+	if name := u.User.Username(); len(name) >= minURLUserSecretLen {
+		return []string{name}
+	}
+	return nil
+}
+
+// loggableURL is raw without userinfo, query and fragment, which may carry
+// credentials, for the log line that records a StartRequest before it is
+// validated (and before its secrets reach the redactor).
+func loggableURL(raw string) string {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil {
+		return "(not a valid URL)"
+	}
+	u.User, u.RawQuery, u.Fragment, u.RawFragment = nil, "", "", ""
+	return u.String()
+}
+
 // checkFD reports whether fd is open in this process.
 func checkFD(fd int) error {
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
@@ -115,10 +147,12 @@ func checkFD(fd int) error {
 // that says what to fix. On error nothing it made is left behind.
 func (t *Tunnel) connect(ctx context.Context, req *vpnpb.StartRequest) (*session, error) {
 	p, err := validateStart(req, t.cfg.TunFD)
+	// Even a request that fails validation may carry secrets (a password
+	// in the URL, a token beside a bad header): redact them from now on.
+	t.redactor.setSecrets(p.secrets)
 	if err != nil {
 		return nil, err
 	}
-	t.redactor.setSecrets(p.secrets)
 	sess, err := t.startSession(ctx, p)
 	switch {
 	case err == nil:
