@@ -97,8 +97,14 @@ fuzz:
 
 test: check-proto lint unit fuzz
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
+# bench prints the results table of ./bench (every figure beside its baseline,
+# measured in the same run; see bench/RESULTS.md), then tunfd's per-packet
+# micro-benchmarks. BENCH_MARKDOWN=file also writes the table as Markdown.
+bench: dylib dlhost
+	CODERVPN_LIB=$(CURDIR)/$(BUILD)/libcodervpn.so CODERVPN_DLHOST=$(CURDIR)/$(BUILD)/dlhost \
+	CODERVPN_BENCH_MARKDOWN=$(BENCH_MARKDOWN) \
+		$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 15m ./bench
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./tunfd
 
 demo:
 	@echo "make demo: the embedded deployment and a real tunnel are not built yet (see README)"; exit 1

@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -45,27 +42,8 @@ func buildAndRun(m *testing.M) (int, error) {
 	}
 	defer os.RemoveAll(dir)
 	buildDir = dir
-	libPath = filepath.Join(dir, "libcodervpn.so")
-	hostPath = filepath.Join(dir, "dlhost")
-	cc := os.Getenv("CC")
-	if cc == "" {
-		cc = "cc"
-	}
-	steps := [][]string{
-		{"go", "build", "-buildmode=c-shared", "-trimpath",
-			"-ldflags", "-X github.com/codervpn/codervpn/internal/buildinfo.Version=" + testVersion,
-			"-o", libPath, "."},
-		{cc, "-Wall", "-Wextra", "-Werror", "-O2", "-o", hostPath, "../../scripts/dlhost.c", "-ldl", "-lpthread"},
-	}
-	for _, s := range steps {
-		cmd := exec.Command(s[0], s[1:]...)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return 0, fmt.Errorf("%s: %w\n%s", strings.Join(s, " "), err, out)
-		}
-	}
-	// The name `make dylib` gives the header.
-	if err := os.Rename(filepath.Join(dir, "libcodervpn.h"), filepath.Join(dir, "codervpn.h")); err != nil {
+	libPath, hostPath, err = dlhost.Build(dir, testVersion)
+	if err != nil {
 		return 0, err
 	}
 	code := m.Run()

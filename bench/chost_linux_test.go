@@ -1,0 +1,221 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/codervpn/codervpn/internal/dlhost"
+	vpnpb "github.com/codervpn/codervpn/proto"
+	"github.com/codervpn/codervpn/vpnlib/hosttest"
+	"github.com/codervpn/codervpn/vpnlib/vpntest"
+)
+
+// idleWindow is how long the idle tunnel is watched. Its only periodic work
+// is the 5 s status loop, so this sees three rounds of it.
+const idleWindow = 15 * time.Second
+
+var (
+	libOnce           sync.Once
+	libPath, hostPath string
+	libErr            error
+)
+
+// library returns the shared library and C host to measure: the ones `make
+// bench` built (CODERVPN_LIB, CODERVPN_DLHOST), or fresh builds.
+func library(b *testing.B) (lib, host string) {
+	b.Helper()
+	libOnce.Do(func() {
+		libPath, hostPath = os.Getenv("CODERVPN_LIB"), os.Getenv("CODERVPN_DLHOST")
+		if libPath != "" && hostPath != "" {
+			return
+		}
+		dir, err := os.MkdirTemp("", "codervpn-bench-")
+		if err != nil {
+			libErr = err
+			return
+		}
+		libPath, hostPath, libErr = dlhost.Build(dir, "bench")
+	})
+	if libErr != nil {
+		b.Fatal(libErr)
+	}
+	return libPath, hostPath
+}
+
+// BenchmarkCHost loads the shared library into the C host the way the
+// NetworkExtension does and measures what the host process pays: its size,
+// memory with no tunnel, with one idle tunnel to three agents and at the
+// peak of a throughput run, and the CPU time and wake-ups of the idle tunnel.
+func BenchmarkCHost(b *testing.B) {
+	lib, hostBin := library(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	w := newWorld(ctx, b, vpntest.Options{}, 3)
+	gc := &gcTrace{}
+	host, err := dlhost.Start(hostBin, lib, append(os.Environ(), "GODEBUG=gctrace=1"), gc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer host.Close()
+	if _, err := host.Call("version"); err != nil { // the Go runtime is up
+		b.Fatal(err)
+	}
+	stats := func() dlhost.Stats {
+		b.Helper()
+		s, err := host.Stats()
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s
+	}
+	cpuNow := func() (time.Duration, int64) {
+		b.Helper()
+		cpu, switches, err := procCPU(host.Pid())
+		if err != nil {
+			b.Fatal(err)
+		}
+		return cpu, switches
+	}
+	loaded := stats()
+
+	h := hosttest.New(b, hosttest.Options{})
+	tun, rd, wr := h.TunnelFiles()
+	handle, err := host.StartVPN(tun, rd, wr)
+	if err != nil || handle < 0 {
+		b.Fatalf("coderStartVPN = %d, %v", handle, err)
+	}
+	h.CloseTunnelEnds()
+	if err := h.Connect(ctx); err != nil {
+		b.Fatal(err)
+	}
+	resp, err := h.Start(ctx, &vpnpb.StartRequest{CoderUrl: w.d.URL.String(), ApiToken: w.d.Token})
+	if err != nil || !resp.GetSuccess() {
+		b.Fatalf("StartRequest: %v %v", resp, err)
+	}
+	waitAgents(ctx, b, h, 3)
+	for _, a := range w.agents { // every peer handshaken, as in use
+		if _, err := sendToSink(ctx, h.DialTCP, a, 1<<10); err != nil {
+			b.Fatal(err)
+		}
+	}
+
+	b.ResetTimer()
+	cpu0, sw0 := cpuNow()
+	t0 := time.Now()
+	time.Sleep(idleWindow) // the measurement window itself
+	cpu1, sw1 := cpuNow()
+	window := time.Since(t0)
+	idle := stats()
+	idleHeap := gc.liveMB()
+	if _, err := sendToSink(ctx, h.DialTCP, w.agents[0], 64<<20); err != nil {
+		b.Fatal(err)
+	}
+	loadStats := stats()
+	b.StopTimer()
+	if _, err := h.Stop(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if rc, err := host.StopVPN(handle); err != nil || rc != 0 {
+		b.Fatalf("coderStopVPN = %d, %v", rc, err)
+	}
+
+	st, err := os.Stat(lib)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cpuShare := (cpu1 - cpu0).Seconds() / window.Seconds()
+	wakeups := float64(sw1-sw0) / window.Minutes()
+	b.ReportMetric(float64(idle.RSSKB)/1024, "idle-RSS-MiB")
+	b.ReportMetric(float64(loadStats.HWMKB)/1024, "peak-RSS-MiB")
+	b.ReportMetric(cpuShare*100, "idle-CPU-%")
+	report(row{"memory", "library size (" + filepath.Base(lib) + ", stripped)", mib(st.Size() / 1024), "", "", "< 40 MiB"})
+	report(row{"memory", "C host RSS, library loaded, no tunnel (anonymous)",
+		fmt.Sprintf("%s (%s)", mib(loaded.RSSKB), mib(loaded.AnonKB)), "", "", ""})
+	report(row{"memory", "C host RSS, one tunnel idle, 3 agents (anonymous)",
+		fmt.Sprintf("%s (%s)", mib(idle.RSSKB), mib(idle.AnonKB)), "", "", "<= 30 MiB"})
+	report(row{"memory", "C host peak RSS (VmHWM) after a 64 MiB transfer",
+		mib(loadStats.HWMKB), "", "", "<= 50 MiB"})
+	report(row{"memory", "Go heap live at the last GC, idle", idleHeap, "", "", ""})
+	report(row{"idle", fmt.Sprintf("CPU of an idle tunnel, 3 agents (%s window)", window.Round(time.Second)),
+		fmt.Sprintf("%.2f %% of a core", cpuShare*100), "", "", "<= 1 %"})
+	report(row{"idle", "wake-ups (context switches) of the C host per minute",
+		fmt.Sprintf("%.0f", wakeups), "", "", ""})
+}
+
+// procCPU returns the user+system CPU time of process pid and the context
+// switches of all its threads, from /proc.
+func procCPU(pid int) (time.Duration, int64, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	// Fields after the command name (which may hold spaces) start at ")".
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	const ticksPerSecond = 100 // USER_HZ on Linux
+	cpu := time.Duration(utime+stime) * time.Second / ticksPerSecond
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	var switches int64
+	for _, t := range tasks {
+		s, err := os.ReadFile(t)
+		if err != nil {
+			continue // the thread exited
+		}
+		for _, line := range strings.Split(string(s), "\n") {
+			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				switches += n
+			} else if v, ok := strings.CutPrefix(line, "nonvoluntary_ctxt_switches:"); ok {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				switches += n
+			}
+		}
+	}
+	return cpu, switches, nil
+}
+
+// gcTrace reads the Go runtime's gctrace lines from the C host's stderr and
+// keeps the live heap after the most recent collection.
+type gcTrace struct {
+	mu   sync.Mutex
+	buf  []byte
+	live string
+}
+
+var gcLine = regexp.MustCompile(`(\d+)->(\d+)->(\d+) MB`)
+
+func (g *gcTrace) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.buf = append(g.buf, p...)
+	for {
+		i := bytes.IndexByte(g.buf, '\n')
+		if i < 0 {
+			break
+		}
+		if m := gcLine.FindSubmatch(g.buf[:i]); m != nil {
+			g.live = string(m[3]) + " MB"
+		}
+		g.buf = g.buf[i+1:]
+	}
+	return len(p), nil
+}
+
+func (g *gcTrace) liveMB() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.live
+}

@@ -1,0 +1,56 @@
+package dlhost
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// Build compiles libcodervpn.so (with its header, renamed codervpn.h as
+// `make dylib` names it) and the C host into dir, with version stamped into
+// the library, and returns their paths. It runs the go command and $CC (cc
+// by default) from the module root, so it works from any package's tests.
+func Build(dir, version string) (lib, host string, err error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", "", err
+	}
+	lib, host = filepath.Join(dir, "libcodervpn.so"), filepath.Join(dir, "dlhost")
+	cc := os.Getenv("CC")
+	if cc == "" {
+		cc = "cc"
+	}
+	steps := [][]string{
+		{"go", "build", "-buildmode=c-shared", "-trimpath",
+			"-ldflags", "-s -w -X github.com/codervpn/codervpn/internal/buildinfo.Version=" + version,
+			"-o", lib, "./cmd/dylib"},
+		{cc, "-Wall", "-Wextra", "-Werror", "-O2", "-o", host, "scripts/dlhost.c", "-ldl", "-lpthread"},
+	}
+	for _, s := range steps {
+		cmd := exec.Command(s[0], s[1:]...)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", "", fmt.Errorf("%s: %w\n%s", strings.Join(s, " "), err, out)
+		}
+	}
+	if err := os.Rename(filepath.Join(dir, "libcodervpn.h"), filepath.Join(dir, "codervpn.h")); err != nil {
+		return "", "", fmt.Errorf("name the header: %w", err)
+	}
+	return lib, host, nil
+}
+
+// moduleRoot is the directory of the go.mod the go command finds from here.
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", fmt.Errorf("not inside the codervpn module")
+	}
+	return filepath.Dir(gomod), nil
+}
