@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"cdr.dev/slog/v3"
 	"google.golang.org/protobuf/proto"
@@ -32,7 +33,17 @@ var (
 	// the negotiated protocol version predates it (Wake needs 1.3). Nothing
 	// was written; the session goes on.
 	ErrUnsupportedByPeer = errors.New("not supported by the CoderVPN protocol version the peer speaks")
+	// ErrWriteTimeout is wrapped by the error that ends a session whose peer
+	// stopped reading: a frame made no progress for the write timeout. The
+	// session cannot go on, since a half-written frame corrupts the stream.
+	ErrWriteTimeout = errors.New("the peer stopped reading the CoderVPN pipe")
 )
+
+// DefaultWriteTimeout is how long one frame may wait for the peer to read
+// before the session ends. A healthy peer drains the pipe in microseconds;
+// one that has not read for this long is hung, and waiting longer would
+// stall everything that sends: the engine's PeerUpdates, the logs, replies.
+const DefaultWriteTimeout = 15 * time.Second
 
 // errClosedLocally is the cause recorded when our own side calls Close.
 var errClosedLocally = fmt.Errorf("%w: Close was called on this side", ErrClosed)
@@ -52,6 +63,11 @@ type SpeakerOptions[R Message] struct {
 	// OnMessage gets each one-way message (neither a request nor a reply),
 	// under the same rules as OnRequest. If nil they are dropped.
 	OnMessage func(R)
+	// WriteTimeout bounds how long a frame may make no progress into a
+	// peer that does not read; when it expires the session ends with an
+	// error wrapping ErrWriteTimeout. Zero means DefaultWriteTimeout;
+	// negative means wait for ever (only Close ends a blocked write).
+	WriteTimeout time.Duration
 	// Logger receives debug records about the session, never message
 	// contents (a StartRequest holds the API token). The zero value discards.
 	Logger slog.Logger

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -103,7 +105,9 @@ func (s *Speaker[S, R]) unregister(id uint64) bool {
 
 // write sends one frame built from msg with the given RPC header. ctx bounds
 // only the wait for our turn to write: once bytes of a frame are on the wire
-// it must be finished (or the session ended), so only Close can interrupt it.
+// it must be finished or the session ended, so only Close or the write
+// timeout (a peer that stopped reading) can interrupt it. Every wait here is
+// thus bounded, which is what lets the engine's callbacks send.
 func (s *Speaker[S, R]) write(ctx context.Context, msg S, rpc *vpnpb.RPC, final bool) error {
 	out, err := s.prepare(msg, rpc)
 	if err != nil {
@@ -127,7 +131,7 @@ func (s *Speaker[S, R]) write(ctx context.Context, msg S, rpc *vpnpb.RPC, final 
 	if s.writeClosed {
 		return fmt.Errorf("%w: this side already sent its final reply and closed its write side", ErrClosed)
 	}
-	if _, err := s.w.Write(frame); err != nil {
+	if err := s.writeFrame(messageKind(out), frame); err != nil {
 		if !s.isDone() {
 			s.end(fmt.Errorf("write %s to peer: %w", messageKind(out), err))
 		}
@@ -136,6 +140,62 @@ func (s *Speaker[S, R]) write(ctx context.Context, msg S, rpc *vpnpb.RPC, final 
 	if final {
 		s.writeClosed = true
 		s.closeW()
+	}
+	return nil
+}
+
+// writeChunk is the most written under one deadline: the timeout is about a
+// peer making no progress, so a large frame to a slow but live reader is
+// never cut off. It is a Linux pipe's default capacity.
+const writeChunk = 64 << 10
+
+// deadlineWriter is a writer whose blocked Write can be given a deadline:
+// *os.File over a pollable (non-blocking) fd, net.Conn.
+type deadlineWriter interface{ SetWriteDeadline(time.Time) error }
+
+// writeFrame writes frame, ending the session when the peer reads none of it
+// for the write timeout. Where w takes deadlines the Write itself returns at
+// expiry; otherwise (io.Pipe, a blocking fd) a timer ends the session, which
+// closes w and so unblocks the Write, as NewTunnelSpeaker requires of w.
+func (s *Speaker[S, R]) writeFrame(kind string, frame []byte) error {
+	timeout := s.opts.WriteTimeout
+	if timeout == 0 {
+		timeout = DefaultWriteTimeout
+	}
+	if timeout < 0 {
+		_, err := s.w.Write(frame)
+		return err
+	}
+	stalled := fmt.Errorf("write %s to peer: %w: a %d-byte frame made no progress for %s, "+
+		"and a half-written frame cannot be taken back, so the session ends",
+		kind, ErrWriteTimeout, len(frame), timeout)
+	dw, _ := s.w.(deadlineWriter)
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for written := 0; written < len(frame); {
+		if dw != nil && dw.SetWriteDeadline(time.Now().Add(timeout)) != nil {
+			dw = nil // os.ErrNoDeadline: not pollable; use the timer
+		}
+		if dw == nil {
+			if timer == nil {
+				timer = time.AfterFunc(timeout, func() { s.end(stalled) })
+			} else {
+				timer.Reset(timeout)
+			}
+		}
+		n, err := s.w.Write(frame[written:min(len(frame), written+writeChunk)])
+		written += n
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			s.end(stalled)
+			return stalled
+		}
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }

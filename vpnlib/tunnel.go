@@ -43,6 +43,12 @@ type TunnelConfig struct {
 	HandshakeTimeout time.Duration
 	// SettingsTimeout bounds each NetworkSettingsRequest we send.
 	SettingsTimeout time.Duration
+	// WriteTimeout is how long a message to the manager may make no progress
+	// (a manager that stopped reading) before the session ends with an error
+	// wrapping ErrWriteTimeout; zero means DefaultWriteTimeout. It is what
+	// keeps the engine's callbacks, which send PeerUpdates, from blocking
+	// for ever.
+	WriteTimeout time.Duration
 	// PingInterval is how often agents are pinged and their status sent;
 	// zero means DefaultPingInterval.
 	PingInterval time.Duration
@@ -215,8 +221,9 @@ func (t *Tunnel) run() {
 
 	hsCtx, hsCancel := context.WithTimeout(t.ctx, t.cfg.HandshakeTimeout)
 	sp, err := NewTunnelSpeaker(hsCtx, t.cfg.RPCRead, t.cfg.RPCWrite, SpeakerOptions[*vpnpb.ManagerMessage]{
-		OnRequest: t.onRequest,
-		OnMessage: t.onMessage,
+		OnRequest:    t.onRequest,
+		OnMessage:    t.onMessage,
+		WriteTimeout: t.cfg.WriteTimeout,
 		// Local copy only: the speaker's own logs must not travel through
 		// the speaker.
 		Logger: slog.Make(localSink{logger: t.cfg.Logger, redactor: t.redactor}).Leveled(t.cfg.LogLevel),

@@ -1,0 +1,200 @@
+package vpnlib_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"cdr.dev/slog/v3"
+	"cdr.dev/slog/v3/sloggers/slogtest"
+	"github.com/coder/coder/v2/codersdk"
+
+	vpnpb "github.com/codervpn/codervpn/proto"
+	"github.com/codervpn/codervpn/vpnlib"
+	"github.com/codervpn/codervpn/vpnlib/vpntest"
+)
+
+// pausableReader lets a test make a manager stop reading: once paused, the
+// next Read parks (announcing it on parked) until the reader is closed.
+type pausableReader struct {
+	f      *os.File
+	mu     sync.Mutex
+	paused bool
+	parked chan struct{} // closed when a Read parks
+	gone   chan struct{} // closed by Close
+	once   sync.Once
+}
+
+func newPausableReader(f *os.File) *pausableReader {
+	return &pausableReader{f: f, parked: make(chan struct{}), gone: make(chan struct{})}
+}
+
+func (p *pausableReader) Read(b []byte) (int, error) {
+	p.mu.Lock()
+	paused := p.paused
+	p.mu.Unlock()
+	if paused {
+		select {
+		case <-p.parked:
+		default:
+			close(p.parked)
+		}
+		<-p.gone
+		return 0, os.ErrClosed
+	}
+	return p.f.Read(b)
+}
+
+func (p *pausableReader) pause() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.paused = true
+}
+
+func (p *pausableReader) Close() error {
+	p.once.Do(func() { close(p.gone) })
+	return p.f.Close()
+}
+
+// fillPipe writes into w's pipe until it is full, through a dup of its fd
+// (os.File.Fd would switch the tunnel's end to blocking mode).
+func fillPipe(t *testing.T, w *os.File) int {
+	t.Helper()
+	raw, err := w.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dup := -1
+	if err := raw.Control(func(fd uintptr) { dup, err = unix.Dup(int(fd)) }); err != nil || dup < 0 {
+		t.Fatalf("dup the pipe's write end: %v", err)
+	}
+	defer unix.Close(dup)
+	junk := make([]byte, 4096)
+	total := 0
+	for {
+		n, err := unix.Write(dup, junk) // the end is O_NONBLOCK, shared by the dup
+		if errors.Is(err, unix.EAGAIN) {
+			return total
+		}
+		if err != nil {
+			t.Fatalf("fill the pipe: %v", err)
+		}
+		total += n
+	}
+}
+
+// TestTunnelManagerStopsReading starts a real tunnel, then has the manager
+// stop reading and fills the tunnel→manager pipe, as a hung Coder Desktop
+// would leave it. The deployment then adds an agent, so the workspace-updates
+// controller's callback sends a PeerUpdate into the full pipe. Without a
+// write bound that callback would block the controller for ever (and Close
+// with it, which waits for the controller). The session must instead end
+// within the write timeout with an error saying the manager stopped reading,
+// and release every fd and goroutine.
+func TestTunnelManagerStopsReading(t *testing.T) {
+	checkNoLeaks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	d := vpntest.New(t, vpntest.Options{
+		Logger: slogtest.Make(t, &slogtest.Options{IgnoreErrors: true}).Leveled(slog.LevelInfo).Named("deployment"),
+	})
+	ws, err := d.AddWorkspace("dev", codersdk.WorkspaceStatusRunning)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tunR, mgrW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgrR, tunW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	utun, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := newPausableReader(mgrR)
+	t.Cleanup(func() {
+		for _, c := range []io.Closer{tunR, mgrW, reader, tunW} {
+			_ = c.Close()
+		}
+		_ = unix.Close(utun[0])
+		_ = unix.Close(utun[1])
+	})
+
+	const writeTimeout = 500 * time.Millisecond
+	tun, err := vpnlib.NewTunnel(vpnlib.TunnelConfig{
+		TunFD: utun[1], RPCRead: tunR, RPCWrite: tunW,
+		WriteTimeout: writeTimeout,
+		// Nothing but the PeerUpdate may write once the pipe is full: no
+		// status rounds, no logs.
+		PingInterval: time.Hour,
+		LogLevel:     slog.LevelFatal,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tun.Close() })
+
+	var mgr *vpnlib.ManagerSpeaker
+	mgr, err = vpnlib.NewManagerSpeaker(ctx, reader, mgrW, vpnlib.SpeakerOptions[*vpnpb.TunnelMessage]{
+		OnRequest: func(req *vpnpb.TunnelMessage) {
+			// Accept the network settings, off the read goroutine.
+			go func() {
+				_ = mgr.Reply(req, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_NetworkSettings{
+					NetworkSettings: &vpnpb.NetworkSettingsResponse{Success: true},
+				}})
+			}()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mgr.Close() })
+	resp, err := mgr.Call(ctx, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_Start{
+		Start: &vpnpb.StartRequest{CoderUrl: d.URL.String(), ApiToken: d.Token},
+	}})
+	if err != nil || !resp.GetStart().GetSuccess() {
+		t.Fatalf("start: %v %v", resp, err)
+	}
+
+	// Stop reading: park the manager's reader before junk can reach it.
+	// Any message from the tunnel wakes the read in progress, and a Wake
+	// brings one (its reply).
+	reader.pause()
+	wake := make(chan error, 1)
+	go func() {
+		_, err := mgr.Call(ctx, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_Wake{Wake: &vpnpb.WakeRequest{}}})
+		wake <- err
+	}()
+	select {
+	case <-reader.parked:
+	case <-ctx.Done():
+		t.Fatal("the manager's reader never parked")
+	}
+	t.Logf("filled the tunnel→manager pipe with %d bytes", fillPipe(t, tunW))
+
+	started := time.Now()
+	if _, err := d.AddAgent(ctx, ws.ID, "main"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-tun.Done():
+	case <-ctx.Done():
+		t.Fatal("the tunnel never ended: a send into the full pipe blocks for ever")
+	}
+	t.Logf("the session ended %s after the agent was added", time.Since(started).Round(time.Millisecond))
+	if err := tun.Err(); !errors.Is(err, vpnlib.ErrWriteTimeout) {
+		t.Fatalf("tunnel Err = %v, want ErrWriteTimeout", err)
+	}
+	_ = mgr.Close()
+	<-wake // its reply, if any, was never read
+}
