@@ -81,10 +81,12 @@ func TestTunnelEndToEnd(t *testing.T) {
 				t.Fatalf("agent answered %q", body)
 			}
 
-			// Path: with direct UDP blocked, the ping must go over DERP.
+			// Path: with direct UDP blocked, the ping must go over DERP;
+			// with it allowed, the path must become direct.
 			st, err := r.h.WaitPeerUpdate(r.ctx, func(s *hosttest.PeerState) bool {
 				a := s.Agent("dev", "main")
-				return a.GetLastPing() != nil && a.GetLastHandshake() != nil
+				return a.GetLastPing() != nil && a.GetLastHandshake() != nil &&
+					(opts.BlockDirect || a.GetLastPing().GetDidP2P())
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -96,6 +98,9 @@ func TestTunnelEndToEnd(t *testing.T) {
 			}
 
 			checkHeadersOnce(t, r.d, headerValue)
+			if opts.DERPForceWebSockets {
+				checkTunnelDERPWebsocket(t, r.d, headerValue)
+			}
 			r.stop()
 			for _, secret := range []string{r.d.Token, headerValue} {
 				if text, found := logsContain(r.h, secret); found {
@@ -147,6 +152,25 @@ func checkHeadersOnce(t *testing.T, d *vpntest.Deployment, headerValue string) {
 		if !paths[p] {
 			t.Errorf("the deployment never saw %s (saw %v)", p, paths)
 		}
+	}
+}
+
+// checkTunnelDERPWebsocket checks the tunnel's own DERP connections (told
+// from the agents' by the custom header the tunnel sends) used websockets.
+func checkTunnelDERPWebsocket(t *testing.T, d *vpntest.Deployment, headerValue string) {
+	t.Helper()
+	n := 0
+	for _, req := range d.RequestsTo("/derp") {
+		if req.Header.Get("X-Test-Header") != headerValue {
+			continue
+		}
+		n++
+		if !strings.EqualFold(req.Header.Get("Upgrade"), "websocket") {
+			t.Errorf("the tunnel's DERP request had Upgrade %q, want websocket", req.Header.Get("Upgrade"))
+		}
+	}
+	if n == 0 {
+		t.Error("the deployment saw no DERP request from the tunnel")
 	}
 }
 
