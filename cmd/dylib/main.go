@@ -37,6 +37,7 @@ typedef const char codervpn_const_char;
 import "C"
 
 import (
+	"os"
 	"runtime"
 	"runtime/debug"
 	"unsafe"
@@ -47,6 +48,20 @@ import (
 
 // registry holds every tunnel this process started through the C ABI.
 var registry vpnlib.Registry
+
+// defaultMemoryLimit is the Go runtime's soft memory limit in a host that
+// did not choose one. A packet-tunnel extension on iOS is killed at 50 MiB;
+// with a soft limit below that the collector works harder as the heap
+// nears it instead of letting garbage pile up to twice the live heap.
+// A host sets its own by putting GOMEMLIMIT (e.g. "64MiB", or "off") in the
+// environment before it loads the library.
+const defaultMemoryLimit = 40 << 20
+
+func init() {
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
+}
 
 // version is allocated once and never freed: callers may keep the pointer.
 var version = (*C.codervpn_const_char)(unsafe.Pointer(C.CString(buildinfo.Version)))
