@@ -117,7 +117,7 @@ func TestTunnelManagerStopsReading(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	utun, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	utun, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
