@@ -41,9 +41,13 @@ type Agent struct {
 	SinkPort   uint16
 	SourcePort uint16
 
-	conn         *tailnet.Conn
-	coordination tailnet.CloserWaiter
-	services     *services
+	conn     *tailnet.Conn
+	services *services
+	// coordStop ends the coordination loop; coordDone closes when it has
+	// said goodbye to the coordinator.
+	coordStop chan struct{}
+	coordDone chan struct{}
+	coordErr  error
 
 	closeOnce sync.Once
 	closeErr  error
@@ -110,18 +114,50 @@ func (d *Deployment) startAgent(ctx context.Context, workspaceID uuid.UUID, work
 			readyOnce.Do(func() { close(ready) })
 		}
 	}}
-	client := tailnet.NewInMemoryCoordinatorClient(logger, id, tailnet.AgentCoordinateeAuth{ID: id}, d.coord)
-	a.coordination = tailnet.NewAgentCoordinationController(logger.Named("coordination"), obs).New(client)
+	a.coordStop, a.coordDone = make(chan struct{}), make(chan struct{})
+	go a.coordinate(d, tailnet.NewAgentCoordinationController(logger.Named("coordination"), obs), logger)
 
 	wait, cancel := context.WithTimeout(ctx, agentReadyTimeout)
 	defer cancel()
 	select {
 	case <-ready:
 		return a, nil
-	case err := <-a.coordination.Wait():
-		return nil, fmt.Errorf("agent %q lost its coordinator before it was ready: %w", name, err)
 	case <-wait.Done():
 		return nil, fmt.Errorf("agent %q did not reach the DERP relay: %w", name, wait.Err())
+	}
+}
+
+// coordinateRetry is how long an agent waits before coordinating again after
+// its coordinator went away, so a closing deployment cannot make it spin.
+const coordinateRetry = 50 * time.Millisecond
+
+// coordinate keeps the agent coordinating with the deployment's current
+// coordinator, as a real agent redials coderd: when the coordinator it uses
+// closes (RestartCoordinator), it starts over with the one that replaced it.
+func (a *Agent) coordinate(d *Deployment, ctrl tailnet.CoordinationController, logger slog.Logger) {
+	defer close(a.coordDone)
+	for {
+		client := tailnet.NewInMemoryCoordinatorClient(logger, a.ID, tailnet.AgentCoordinateeAuth{ID: a.ID}, d.Coordinator())
+		coordination := ctrl.New(client)
+		select {
+		case <-a.coordStop:
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := coordination.Close(ctx)
+			cancel()
+			if err != nil && !errors.Is(err, context.Canceled) {
+				a.coordErr = fmt.Errorf("disconnect from coordinator: %w", err)
+			}
+			return
+		case err := <-coordination.Wait():
+			logger.Debug(context.Background(), "coordination ended; coordinating again", slog.Error(err))
+		}
+		retry := time.NewTimer(coordinateRetry)
+		select {
+		case <-a.coordStop:
+			retry.Stop()
+			return
+		case <-retry.C:
+		}
 	}
 }
 
@@ -135,12 +171,12 @@ func (a *Agent) Close() error {
 		if a.services != nil {
 			a.services.close()
 		}
-		if a.coordination != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			if err := a.coordination.Close(ctx); err != nil && !errors.Is(err, context.Canceled) {
-				errs = append(errs, fmt.Errorf("disconnect from coordinator: %w", err))
+		if a.coordStop != nil {
+			close(a.coordStop)
+			<-a.coordDone
+			if a.coordErr != nil {
+				errs = append(errs, a.coordErr)
 			}
-			cancel()
 		}
 		if err := a.conn.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close tailnet: %w", err))

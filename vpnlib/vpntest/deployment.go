@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"tailscale.com/derp"
 	"tailscale.com/tailcfg"
 	"tailscale.com/types/key"
 
@@ -72,12 +71,16 @@ type Deployment struct {
 	logger  slog.Logger
 	derpMap *tailcfg.DERPMap
 
-	coord       tailnet.Coordinator
+	// coordPtr is the coordinator in service; RestartCoordinator swaps it.
 	coordPtr    atomic.Pointer[tailnet.Coordinator]
 	service     *tailnet.ClientService
-	resumeToken tailnet.ResumeTokenProvider
-	derpServer  *derp.Server
-	derpWSClose func()
+	resumeToken *resumeTokens
+	// derpKey outlives relay restarts, as coderd keeps its relay's key in
+	// the database; relay is the DERP server in service (RestartDERP).
+	derpKey key.NodePrivate
+	relay   atomic.Pointer[relay]
+	// restartMu serializes the restarts with each other and with Close.
+	restartMu sync.Mutex
 
 	listener   net.Listener
 	httpServer *http.Server
@@ -137,9 +140,9 @@ func Start(ctx context.Context, opts Options) (*Deployment, error) {
 	d.state = newState(d.OwnerID)
 	d.reqs.max = maxRecordedRequests
 
-	d.coord = tailnet.NewCoordinator(d.logger.Named("coord"))
-	d.coordPtr.Store(&d.coord)
-	d.resumeToken = tailnet.NewInsecureTestResumeTokenProvider()
+	coord := tailnet.NewCoordinator(d.logger.Named("coord"))
+	d.coordPtr.Store(&coord)
+	d.resumeToken = &resumeTokens{ResumeTokenProvider: tailnet.NewInsecureTestResumeTokenProvider()}
 	d.service, err = tailnet.NewClientService(tailnet.ClientServiceOptions{
 		Logger:                   d.logger.Named("tailnet_service"),
 		CoordPtr:                 &d.coordPtr,
@@ -151,11 +154,12 @@ func Start(ctx context.Context, opts Options) (*Deployment, error) {
 	})
 	if err != nil {
 		_ = ln.Close()
-		_ = d.coord.Close()
+		_ = coord.Close()
 		return nil, fmt.Errorf("create tailnet client service: %w", err)
 	}
 
-	d.derpServer = derp.NewServer(key.NewNode(), tailnet.Logger(d.logger.Named("derp")))
+	d.derpKey = key.NewNode()
+	d.relay.Store(d.newRelay())
 	d.httpServer = &http.Server{
 		Handler:           d.track(d.record(d.routes())),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -195,8 +199,9 @@ func (d *Deployment) Options() Options { return d.opts }
 func (d *Deployment) DERPMap() *tailcfg.DERPMap { return d.derpMap.Clone() }
 
 // Coordinator exposes the deployment's tailnet coordinator, e.g. for tests
-// that want to inspect a peer's node with Coordinator().Node(id).
-func (d *Deployment) Coordinator() tailnet.Coordinator { return d.coord }
+// that want to inspect a peer's node with Coordinator().Node(id). After
+// RestartCoordinator it is the new one.
+func (d *Deployment) Coordinator() tailnet.Coordinator { return *d.coordPtr.Load() }
 
 // Close stops the agents, the HTTP server, every control and DERP
 // connection, the relay and the coordinator, and waits for every goroutine
@@ -224,8 +229,9 @@ func (d *Deployment) close() error {
 	}
 	<-d.serveDone
 	d.control.closeAll()
-	d.derpWSCloseOnce()
-	if err := d.derpServer.Close(); err != nil {
+	d.restartMu.Lock()
+	defer d.restartMu.Unlock()
+	if err := d.relay.Load().close(); err != nil {
 		errs = append(errs, fmt.Errorf("close DERP server: %w", err))
 	}
 	d.handlers.Wait()
@@ -233,20 +239,10 @@ func (d *Deployment) close() error {
 	if err := d.state.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close workspace updates: %w", err))
 	}
-	if err := d.coord.Close(); err != nil {
+	if err := d.Coordinator().Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close coordinator: %w", err))
 	}
 	return errors.Join(errs...)
-}
-
-func (d *Deployment) derpWSCloseOnce() {
-	d.handlerMu.Lock()
-	f := d.derpWSClose
-	d.derpWSClose = nil
-	d.handlerMu.Unlock()
-	if f != nil {
-		f()
-	}
 }
 
 // track counts running handlers so Close can wait for them, and refuses new

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"tailscale.com/derp"
 	"tailscale.com/derp/derphttp"
 	"tailscale.com/tailcfg"
 
@@ -49,12 +50,31 @@ func embeddedDERPMap(port int) *tailcfg.DERPMap {
 	}
 }
 
+// relay is one incarnation of the deployment's DERP server. RestartDERP
+// replaces it; the /derp route always serves the current one.
+type relay struct {
+	server  *derp.Server
+	handler http.Handler
+	closeWS func()
+}
+
+func (d *Deployment) newRelay() *relay {
+	s := derp.NewServer(d.derpKey, tailnet.Logger(d.logger.Named("derp")))
+	h, closeWS := tailnet.WithWebsocketSupport(s, derphttp.Handler(s))
+	return &relay{server: s, handler: h, closeWS: closeWS}
+}
+
+// close ends every connection to the relay, over websockets or not, and
+// waits for their handlers.
+func (r *relay) close() error {
+	r.closeWS()
+	return r.server.Close()
+}
+
 // derpHandler serves DERP over "Upgrade: derp" and over websockets (the
 // "derp" subprotocol), as coderd's /derp route does.
 func (d *Deployment) derpHandler() http.Handler {
-	h, closeWS := tailnet.WithWebsocketSupport(d.derpServer, derphttp.Handler(d.derpServer))
-	d.handlerMu.Lock()
-	d.derpWSClose = closeWS
-	d.handlerMu.Unlock()
-	return h
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d.relay.Load().handler.ServeHTTP(w, r)
+	})
 }
