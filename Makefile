@@ -13,7 +13,7 @@ UNAME_S := $(shell uname -s)
 LDFLAGS := -s -w -X github.com/codervpn/codervpn/internal/buildinfo.Version=$(VERSION)
 CC ?= cc
 
-.PHONY: all build dylib dlhost test unit fuzz bench demo proto check-proto lint vet-darwin
+.PHONY: all build dylib dlhost codervpn demo-deps test unit fuzz bench demo proto check-proto lint vet-darwin
 
 all: build
 
@@ -106,5 +106,20 @@ bench: dylib dlhost
 		$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 15m ./bench
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./tunfd
 
-demo:
-	@echo "make demo: the embedded deployment and a real tunnel are not built yet (see README)"; exit 1
+# codervpn: the Linux command (up, daemon, demo), next to the library and the
+# C host so that it finds them.
+codervpn:
+	@mkdir -p $(BUILD)
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BUILD)/codervpn ./cmd/codervpn
+
+# demo-deps says what to install instead of failing deep inside a build.
+demo-deps:
+	@command -v $(CC) >/dev/null || { echo "make demo needs a C compiler: apt-get install gcc libc6-dev" >&2; exit 1; }
+	@if [ "$$(id -u)" = 0 ]; then for t in ip curl; do command -v $$t >/dev/null || \
+		echo "note: '$$t' is missing, so the demo takes the userspace path; apt-get install iproute2 curl for the kernel path" >&2; done; fi
+
+# demo: an embedded Coder deployment and a real tunnel through libcodervpn.so
+# loaded by the C host. As root: a TUN in a private network namespace and curl
+# inside it; otherwise the userspace path. Removes everything it made.
+demo: demo-deps dylib dlhost codervpn
+	$(BUILD)/codervpn demo --lib $(BUILD)/libcodervpn.so --dlhost $(BUILD)/dlhost

@@ -61,13 +61,16 @@ func (r *demoRun) fetchAll(ctx context.Context, f fetcher, ready func() bool) er
 	if big.Size != r.cfg.Bytes {
 		return fmt.Errorf("the transfer brought %d bytes, want %d", big.Size, r.cfg.Bytes)
 	}
+	r.tl.markAt(milestoneTransfer, big.Start.Add(big.Total), fmtBytes(big.Size))
 	r.throughput = throughputLine(big)
 	fmt.Fprintf(r.w, "    %s\n", r.throughput)
 
 	// Agents show "connected" with a latency once the tunnel's pings (every
 	// few seconds) come back; wait for that briefly, for a telling table.
 	wctx, cancel = context.WithTimeout(ctx, 12*time.Second)
-	_ = r.link.mgr.Wait(wctx, func(v managerView) bool { return allPinged(v.Rows()) })
+	if r.link.mgr.Wait(wctx, func(v managerView) bool { return allPinged(v.Rows()) }) == nil {
+		r.tl.mark(milestonePinged, "every agent answered the tunnel's ping")
+	}
 	cancel()
 	r.rows = r.link.mgr.Rows()
 	return nil

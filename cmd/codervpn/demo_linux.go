@@ -90,7 +90,7 @@ func cmdDemo(args []string, _ func(string) string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "codervpn demo: %v\n", err)
 		return exitError
 	}
-	fmt.Fprintln(stdout, "\ndemo OK: nothing was left behind (namespace, resolver files, TUN, processes).")
+	fmt.Fprintln(stdout, "\ndemo OK: everything it started or created was stopped and removed.")
 	return exitOK
 }
 

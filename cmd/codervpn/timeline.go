@@ -13,13 +13,15 @@ import (
 // time goes (and a maintainer sees a regression).
 const (
 	milestoneDeployment   = "deployment started"
-	milestoneDevice       = "TUN device created"
+	milestoneDevice       = "device created"
 	milestoneLibrary      = "library loaded"
 	milestoneHandshake    = "handshake"
 	milestoneSettings     = "settings applied"
 	milestoneStarted      = "StartResponse"
 	milestonePeers        = "first peer update"
 	milestoneFirstByte    = "first byte"
+	milestoneTransfer     = "transfer done"
+	milestonePinged       = "agents pinged"
 	milestoneStopResponse = "StopResponse"
 	milestoneStopped      = "stopped"
 )
@@ -82,12 +84,17 @@ func (t *timeline) print(w io.Writer) {
 	prev := t.start
 	for _, n := range names {
 		m := marks[n]
-		fmt.Fprintf(w, "  %9s  %-20s (+%s)  %s\n", fmtMillis(m.at.Sub(t.start)), n, fmtMillis(m.at.Sub(prev)), m.detail)
+		fmt.Fprintf(w, "  %9s  %-18s %10s  %s\n", fmtMillis(m.at.Sub(t.start)), n, "+"+fmtMillis(m.at.Sub(prev)), m.detail)
 		prev = m.at
 	}
 	t.mu.Unlock()
 }
 
+// fmtMillis prints a duration for the timeline: milliseconds below a
+// second, seconds above.
 func fmtMillis(d time.Duration) string {
+	if d >= time.Second {
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	}
 	return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
 }
