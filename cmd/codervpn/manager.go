@@ -62,6 +62,7 @@ type manager struct {
 	settings []*vpnpb.NetworkSettingsRequest
 	holding  bool
 	held     []status.Event
+	updates  int // PeerUpdates received
 }
 
 // newManager performs the handshake on r and w (bounded by ctx) and starts
@@ -190,6 +191,7 @@ func (m *manager) onMessage(msg *vpnpb.TunnelMessage) {
 		m.cfg.Timeline.mark(milestonePeers, describePeerUpdate(x.PeerUpdate))
 		m.mu.Lock()
 		m.peers.Apply(x.PeerUpdate)
+		m.updates++
 		rows := m.peers.Rows(time.Now())
 		m.notifyLocked()
 		m.mu.Unlock()
@@ -288,6 +290,13 @@ func (m *manager) Close() error {
 	m.cancel()
 	m.wg.Wait()
 	return err
+}
+
+// peerUpdates is how many PeerUpdates the tunnel has sent.
+func (m *manager) peerUpdates() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.updates
 }
 
 // Rows is the status table as of now.

@@ -90,7 +90,11 @@ func runUp(cfg upConfig, out *output, sigs <-chan os.Signal) error {
 		}
 	}
 	out.progress(fmt.Sprintf("connected through %s; press Ctrl-C to disconnect", dev.Describe()))
-	out.Emit(status.Event{Type: status.EventPeers, Peers: l.mgr.Rows()})
+	// The table follows the tunnel's PeerUpdates; repeat it here only if one
+	// came before this line, so the table is not scrolled away by it.
+	if l.mgr.peerUpdates() > 0 {
+		out.Emit(status.Event{Type: status.EventPeers, Peers: l.mgr.Rows()})
+	}
 
 	var unexpected error
 	select {

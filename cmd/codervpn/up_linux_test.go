@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -249,4 +250,84 @@ func closedPort(t *testing.T) string {
 	addr := l.Addr().String()
 	l.Close()
 	return addr
+}
+
+// TestUpText checks the output for people: progress lines, the DNS notice,
+// the table, and the goodbye after SIGTERM.
+func TestUpText(t *testing.T) {
+	requireRoot(t)
+	requireTools(t, "ip")
+	bin := codervpnBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	d := vpntest.New(t, vpntest.Options{})
+	ws, err := d.AddWorkspace("dev", codersdk.WorkspaceStatusRunning)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.AddAgent(ctx, ws.ID, "main"); err != nil {
+		t.Fatal(err)
+	}
+	ns := testNetns(t)
+	cmd := exec.Command(bin, "up", "--netns", ns, "--url", d.URL.String(), "--token", d.Token)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 256)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	var out []string
+	// The table may come before or after the "connected" line.
+	for connected, table := false, false; !connected || !table; {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("up ended early:\n%s\n%s", strings.Join(out, "\n"), stderr.String())
+			}
+			out = append(out, l)
+			connected = connected || strings.HasPrefix(l, "==> connected through")
+			table = table || strings.HasPrefix(l, "dev ") && strings.Contains(l, " main ")
+		case <-ctx.Done():
+			_ = cmd.Process.Kill()
+			t.Fatalf("no table row for dev/main:\n%s", strings.Join(out, "\n"))
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	for l := range lines {
+		out = append(out, l)
+	}
+	if code := exitCode(t, cmd, time.Minute); code != 0 {
+		t.Fatalf("exit code %d after SIGINT\n%s", code, stderr.String())
+	}
+	text := strings.Join(out, "\n")
+	for _, want := range []string{
+		"==> creating TUN device coder0",
+		"==> connecting to " + d.URL.String() + " (tunnel: inprocess)",
+		"==> applied network settings: address fd60:627a:a42b:",
+		"NOTE: DNS names are not configured: the TUN is in network namespace /run/netns/" + ns,
+		"==> connected through TUN coder0 in network namespace",
+		"WORKSPACE  AGENT  NAME",
+		"==> interrupt: disconnecting",
+		"==> disconnected; the network settings were removed",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("stdout lacks %q", want)
+		}
+	}
+	if t.Failed() || testing.Verbose() {
+		t.Logf("stdout:\n%s\nstderr:\n%s", text, stderr.String())
+	}
 }
