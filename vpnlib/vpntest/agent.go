@@ -178,8 +178,10 @@ func (a *Agent) Close() error {
 				errs = append(errs, a.coordErr)
 			}
 		}
-		if err := a.conn.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close tailnet: %w", err))
+		if a.conn != nil { // stubs have no engine
+			if err := a.conn.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close tailnet: %w", err))
+			}
 		}
 		a.closeErr = errors.Join(errs...)
 	})
@@ -187,5 +189,5 @@ func (a *Agent) Close() error {
 }
 
 // Conn exposes the agent's tailnet connection, e.g. to ping the client back
-// or read its status.
+// or read its status. It is nil for a stub agent (AddStubAgent).
 func (a *Agent) Conn() *tailnet.Conn { return a.conn }

@@ -141,6 +141,15 @@ func (d *Deployment) AddAgent(ctx context.Context, workspaceID uuid.UUID, name s
 // sends the upsert. Names follow codersdk.NameValid and are unique within a
 // workspace.
 func (d *Deployment) AddAgentWithID(ctx context.Context, workspaceID, id uuid.UUID, name string) (*Agent, error) {
+	return d.addAgent(ctx, workspaceID, id, name, d.startAgent)
+}
+
+// agentStarter brings up an agent (a real one, or a stub) before it is listed.
+type agentStarter func(ctx context.Context, workspaceID uuid.UUID, workspaceName string, id uuid.UUID, name string) (*Agent, error)
+
+// addAgent starts an agent with start, then lists it in its workspace and
+// sends the upsert; the checks are made before and again after the start.
+func (d *Deployment) addAgent(ctx context.Context, workspaceID, id uuid.UUID, name string, start agentStarter) (*Agent, error) {
 	if err := codersdk.NameValid(name); err != nil {
 		return nil, fmt.Errorf("agent name %q: %w", name, err)
 	}
@@ -161,7 +170,7 @@ func (d *Deployment) AddAgentWithID(ctx context.Context, workspaceID, id uuid.UU
 	wsName := w.Name
 	s.mu.Unlock()
 
-	a, err := d.startAgent(ctx, workspaceID, wsName, id, name)
+	a, err := start(ctx, workspaceID, wsName, id, name)
 
 	s.mu.Lock()
 	delete(s.pending, id)
