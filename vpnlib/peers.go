@@ -21,7 +21,9 @@ import (
 
 // peerEngine is the part of the engine the tracker reads agent status from.
 type peerEngine interface {
-	GetPeerDiagnostics(peerID uuid.UUID) tailnet.PeerDiagnostics
+	// LastHandshakes returns the latest WireGuard handshake of every agent
+	// that has had one, from a single read of the engine's status.
+	LastHandshakes() map[uuid.UUID]time.Time
 }
 
 // peerTracker keeps the manager's view of the user's workspaces and agents.
@@ -29,7 +31,7 @@ type peerEngine interface {
 // GetPeerUpdate with a snapshot, and carries ping results.
 //
 // Locking: mu guards the maps and is only ever held for map work. The engine
-// (GetPeerDiagnostics) and the manager (send) are called with mu released:
+// (LastHandshakes) and the manager (send) are called with mu released:
 // the controller calls Update while holding its own lock, and the reference
 // implementation deadlocked by taking its tracker lock and then calling back
 // into the controller. sendMu only orders outgoing PeerUpdates; nothing that
@@ -275,16 +277,18 @@ func (p *peerTracker) recordPing(id uuid.UUID, ping agentPing) {
 	}
 }
 
-// render converts agents to protobuf, asking the engine for the latest
-// handshake. It must be called without mu held.
+// render converts agents to protobuf, with the latest handshakes the
+// engine reports. It must be called without mu held.
 func (p *peerTracker) render(agents []agentStatus) []*vpnpb.Agent {
 	out := make([]*vpnpb.Agent, 0, len(agents))
+	var handshakes map[uuid.UUID]time.Time
+	if p.engine != nil && len(agents) > 0 {
+		handshakes = p.engine.LastHandshakes()
+	}
 	for _, a := range agents {
 		pa := agentProto(a.view)
-		if p.engine != nil {
-			if hs := p.engine.GetPeerDiagnostics(a.view.id).LastWireguardHandshake; !hs.IsZero() {
-				pa.LastHandshake = timestamppb.New(hs)
-			}
+		if hs, ok := handshakes[a.view.id]; ok {
+			pa.LastHandshake = timestamppb.New(hs)
 		}
 		if a.ping != nil {
 			pa.LastPing = &vpnpb.LastPing{

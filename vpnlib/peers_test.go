@@ -26,10 +26,16 @@ type fakePeerEngine struct {
 	handshakes map[uuid.UUID]time.Time
 }
 
-func (f *fakePeerEngine) GetPeerDiagnostics(id uuid.UUID) tailnet.PeerDiagnostics {
+func (f *fakePeerEngine) LastHandshakes() map[uuid.UUID]time.Time {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return tailnet.PeerDiagnostics{LastWireguardHandshake: f.handshakes[id]}
+	out := make(map[uuid.UUID]time.Time, len(f.handshakes))
+	for id, hs := range f.handshakes {
+		if !hs.IsZero() {
+			out[id] = hs
+		}
+	}
+	return out
 }
 
 type sentUpdates struct {
@@ -198,7 +204,7 @@ func TestPeerTrackerUpdates(t *testing.T) {
 	}
 }
 
-// reentrantEngine calls back into the tracker from GetPeerDiagnostics, as an
+// reentrantEngine calls back into the tracker from LastHandshakes, as an
 // engine callback might: if the tracker held its lock while calling the
 // engine, this would deadlock.
 type reentrantEngine struct {
@@ -206,9 +212,9 @@ type reentrantEngine struct {
 	p *peerTracker
 }
 
-func (r *reentrantEngine) GetPeerDiagnostics(id uuid.UUID) tailnet.PeerDiagnostics {
+func (r *reentrantEngine) LastHandshakes() map[uuid.UUID]time.Time {
 	_ = r.p.agentIDs()
-	return r.fakePeerEngine.GetPeerDiagnostics(id)
+	return r.fakePeerEngine.LastHandshakes()
 }
 
 // TestPeerTrackerSnapshotStorm races GetPeerUpdate-style snapshots and status

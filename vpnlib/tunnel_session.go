@@ -113,7 +113,8 @@ func (t *Tunnel) startSession(ctx context.Context, p startParams) (_ *session, e
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	sess := &session{cancel: cancel, conn: conn, dev: dev, settings: settings, client: client}
-	sess.peers = newPeerTracker(me.Username, suffix, conn, t.sendPeerUpdate)
+	view := newEngineView(conn)
+	sess.peers = newPeerTracker(me.Username, suffix, view, t.sendPeerUpdate)
 	sess.waker = newWaker(conn.Rebind, wakeDebounce)
 
 	rpcURL := p.url.JoinPath("/api/v2/tailnet")
@@ -128,7 +129,7 @@ func (t *Tunnel) startSession(ctx context.Context, p startParams) (_ *session, e
 		})))
 	ctrlLogger := logger.Named("control")
 	controller := tailnet.NewController(ctrlLogger, dialer, tailnet.WithGracefulTimeout(gracefulDisconnect))
-	coord := tailnet.NewTunnelSrcCoordController(ctrlLogger, conn)
+	coord := tailnet.NewTunnelSrcCoordController(ctrlLogger, view)
 	controller.CoordCtrl = coord
 	controller.DERPCtrl = tailnet.NewBasicDERPController(ctrlLogger, rewriter, conn)
 	controller.ResumeTokenCtrl = tailnet.NewBasicResumeTokenController(ctrlLogger, quartz.NewReal())

@@ -1,0 +1,74 @@
+package vpnlib
+
+import (
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"tailscale.com/types/key"
+
+	"github.com/coder/coder/v2/tailnet"
+	"github.com/coder/coder/v2/tailnet/proto"
+)
+
+// engineView stands between the coordination controller and the engine to
+// remember which WireGuard key each peer uses, so that the handshake times
+// of every agent come from one read of the engine's status.
+//
+// Why: the engine can only be asked for one peer at a time
+// (GetPeerDiagnostics), and each such question builds the status of every
+// peer. Rendering n agents that way costs n², which at a thousand
+// workspaces made each PeerUpdate and GetPeerUpdate take most of a second.
+type engineView struct {
+	*tailnet.Conn
+
+	mu   sync.Mutex
+	keys map[uuid.UUID]key.NodePublic
+}
+
+func newEngineView(conn *tailnet.Conn) *engineView {
+	return &engineView{Conn: conn, keys: map[uuid.UUID]key.NodePublic{}}
+}
+
+// UpdatePeers implements tailnet.Coordinatee: it notes each peer's key and
+// passes the updates on.
+func (v *engineView) UpdatePeers(updates []*proto.CoordinateResponse_PeerUpdate) error {
+	v.record(updates)
+	return v.Conn.UpdatePeers(updates)
+}
+
+func (v *engineView) record(updates []*proto.CoordinateResponse_PeerUpdate) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, u := range updates {
+		id, err := uuid.FromBytes(u.GetId())
+		if err != nil {
+			continue // the engine rejects it too, and logs why
+		}
+		switch u.GetKind() {
+		case proto.CoordinateResponse_PeerUpdate_NODE:
+			var k key.NodePublic
+			if err := k.UnmarshalBinary(u.GetNode().GetKey()); err == nil {
+				v.keys[id] = k
+			}
+		case proto.CoordinateResponse_PeerUpdate_DISCONNECTED:
+			delete(v.keys, id)
+		}
+		// LOST keeps the key: the engine keeps the peer (and its last
+		// handshake) until it times out or comes back.
+	}
+}
+
+// LastHandshakes implements peerEngine.
+func (v *engineView) LastHandshakes() map[uuid.UUID]time.Time {
+	st := v.Conn.Status()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out := make(map[uuid.UUID]time.Time, len(v.keys))
+	for id, k := range v.keys {
+		if ps, ok := st.Peer[k]; ok && !ps.LastHandshake.IsZero() {
+			out[id] = ps.LastHandshake
+		}
+	}
+	return out
+}
