@@ -6,8 +6,9 @@
  *
  * Usage:
  *   dlhost LIB run TUN_FD READ_FD WRITE_FD
- *       Start one tunnel on inherited fds, print "handle=H", wait until
- *       SIGINT/SIGTERM or stdin closes, stop it, print "stop=RC", exit 0.
+ *       Start one tunnel on inherited fds (closed once the library has its
+ *       own copies), print "handle=H", wait until SIGINT/SIGTERM or stdin
+ *       closes, stop it, print "stop=RC", exit 0.
  *   dlhost LIB serve CTL_FD
  *       Obey commands arriving on CTL_FD, a SOCK_SEQPACKET unix socket; each
  *       command is one packet and gets one reply packet "ok ..." or "err ...":
@@ -236,6 +237,12 @@ static int run(int tun, int rd, int wr) {
 	fflush(stdout);
 	if (h < 0)
 		return 1;
+	/* The library holds its own duplicates; closing ours lets the manager
+	 * read EOF as soon as the library closes its side after StopResponse. */
+	if (tun >= 0)
+		close(tun);
+	close(rd);
+	close(wr);
 	char b[64];
 	while (!got_signal) {
 		struct pollfd p = {.fd = 0, .events = POLLIN};
