@@ -130,8 +130,8 @@ const (
 // Close or the manager hanging up.
 var errStoppedDuringStart = errors.New("the tunnel was stopped while starting")
 
-// queueDepth bounds the requests waiting for their loop. A manager sends
-// one request at a time; more than this many pending means it is broken.
+// queueDepth bounds the requests waiting for their loop; beyond it the
+// reading of requests waits (see onRequest).
 const queueDepth = 64
 
 // NewTunnel takes ownership of cfg.RPCRead and cfg.RPCWrite and returns at
@@ -260,10 +260,12 @@ func (t *Tunnel) run() {
 	wg.Wait()
 }
 
-// onRequest runs on the speaker's read goroutine and must not block: it
-// routes each request to the loop that serves it.
+// onRequest runs on the speaker's read goroutine: it routes each request to
+// the loop that serves it. Every request is answered, so a full queue is
+// waited on rather than dropped: a burst (a GetPeerUpdate storm) then slows
+// the reading of more requests instead of losing some.
 func (t *Tunnel) onRequest(req *vpnpb.ManagerMessage) {
-	var q chan *vpnpb.ManagerMessage
+	q := t.quick // GetPeerUpdate, Wake, and kinds we do not serve
 	switch req.GetMsg().(type) {
 	case *vpnpb.ManagerMessage_Start:
 		q = t.control
@@ -272,17 +274,10 @@ func (t *Tunnel) onRequest(req *vpnpb.ManagerMessage) {
 		// wait out its deadline.
 		t.abortStart()
 		q = t.control
-	case *vpnpb.ManagerMessage_GetPeerUpdate, *vpnpb.ManagerMessage_Wake:
-		q = t.quick
-	default:
-		t.logger.Warn(t.ctx, "ignoring a request the tunnel does not serve",
-			slog.F("msg_id", req.GetRpc().GetMsgId()), slog.F("kind", fmt.Sprintf("%T", req.GetMsg())))
-		return
 	}
 	select {
 	case q <- req:
-	default:
-		t.logger.Error(t.ctx, "dropping a request: too many are pending", slog.F("msg_id", req.GetRpc().GetMsgId()))
+	case <-t.ctx.Done():
 	}
 }
 

@@ -29,7 +29,8 @@ func (t *Tunnel) controlLoop() {
 }
 
 // quickLoop serves GetPeerUpdate and Wake, which must be answered at any
-// moment, also while a Start is still connecting.
+// moment, also while a Start is still connecting, and answers requests of
+// kinds the tunnel does not serve.
 func (t *Tunnel) quickLoop() {
 	for {
 		select {
@@ -42,6 +43,13 @@ func (t *Tunnel) quickLoop() {
 			case *vpnpb.ManagerMessage_Wake:
 				t.handleWake()
 				t.reply(req, &vpnpb.TunnelMessage{Msg: &vpnpb.TunnelMessage_Wake{Wake: &vpnpb.WakeResponse{}}})
+			default:
+				// A kind we do not serve (a newer manager's, or a
+				// NetworkSettings "request"): an empty reply ends the
+				// manager's wait instead of leaving it to time out.
+				t.logger.Warn(t.ctx, "answering a request the tunnel does not serve with an empty reply",
+					slog.F("msg_id", req.GetRpc().GetMsgId()), slog.F("kind", fmt.Sprintf("%T", req.GetMsg())))
+				t.reply(req, &vpnpb.TunnelMessage{})
 			}
 		}
 	}

@@ -31,6 +31,9 @@ type startParams struct {
 // Every error names the field to fix.
 func validateStart(req *vpnpb.StartRequest, cfgTunFD int) (startParams, error) {
 	var p startParams
+	if err := checkStartSizes(req); err != nil {
+		return p, err
+	}
 	raw := strings.TrimSpace(req.GetCoderUrl())
 	if raw == "" {
 		return p, errors.New("StartRequest.coder_url is empty; set it to the deployment's URL, e.g. https://coder.example.com")
