@@ -28,6 +28,10 @@ type coderdClient struct {
 	base      *url.URL
 	transport *http.Transport
 	http      *http.Client
+	// ws is http for the control websocket: a redirect fails the dial with
+	// a redirectError, since the websocket library turns the 3xx answer we
+	// would otherwise get into an error without the status.
+	ws *http.Client
 	// header is applied to every request, websocket upgrades included, by
 	// headerTransport. It holds the session token, the manager's custom
 	// headers and the desktop telemetry header.
@@ -43,17 +47,38 @@ func newCoderdClient(base *url.URL, header http.Header, tlsConfig *tls.Config) *
 		transport.TLSClientConfig = tlsConfig.Clone()
 	}
 	transport.ResponseHeaderTimeout = 0 // the caller's context bounds each request
+	rt := &headerTransport{header: header, next: transport}
 	return &coderdClient{
 		base:      base,
 		transport: transport,
 		header:    header,
 		http: &http.Client{
-			Transport: &headerTransport{header: header, next: transport},
+			Transport: rt,
 			// Coder never redirects its API; following a redirect to another
 			// host would hand it our token.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
+		ws: &http.Client{
+			Transport: rt,
+			CheckRedirect: func(req *http.Request, via []*http.Request) error {
+				re := &redirectError{path: via[0].URL.Path}
+				if req.Response != nil {
+					re.status = req.Response.StatusCode
+				}
+				return re
+			},
+		},
 	}
+}
+
+// redirectError is a redirect we refused to follow.
+type redirectError struct {
+	path   string
+	status int
+}
+
+func (e *redirectError) Error() string {
+	return fmt.Sprintf("%s was redirected (%d)", e.path, e.status)
 }
 
 // closeIdle drops the client's idle connections.

@@ -92,7 +92,11 @@ func (t *Tunnel) startSession(ctx context.Context, p startParams) (_ *session, e
 	}
 	dev := &onceClosedDevice{Device: rawDev}
 	settings := newNetSettings(t.applySettings, t.cfg.SettingsTimeout, suffix, logger.Named("settings"))
+	// coderd's relay needs no token (its /derp route is unauthenticated, and
+	// Coder's own SDK sends none), and the DERP map may name relays on hosts
+	// other than coder_url's: the token must never reach those.
 	derpHeader := p.header.Clone()
+	derpHeader.Del(codersdk.SessionTokenHeader)
 	conn, err := tailnet.NewConn(&tailnet.Options{
 		Addresses:           []netip.Prefix{netip.PrefixFrom(tailnet.CoderServicePrefix.RandomAddr(), 128)},
 		DERPMap:             info.DERPMap,
@@ -118,16 +122,19 @@ func (t *Tunnel) startSession(ctx context.Context, p startParams) (_ *session, e
 	sess.waker = newWaker(conn.Rebind, wakeDebounce)
 
 	rpcURL := p.url.JoinPath("/api/v2/tailnet")
-	dialer := newControlDialer(p.url, workspacesdk.NewWebsocketDialer(logger.Named("control"), rpcURL,
+	// Coder's controllers log every failed redial as an error; ours log the
+	// condition once (controlHealth) and theirs at debug.
+	ctrlLogger := t.controllerLogger()
+	dialer := newControlDialer(p.url, workspacesdk.NewWebsocketDialer(ctrlLogger, rpcURL,
 		&websocket.DialOptions{
-			// Headers come from client.http's transport, once each.
-			HTTPClient:      client.http,
+			// Headers come from client.ws's transport, once each.
+			HTTPClient:      client.ws,
 			CompressionMode: websocket.CompressionDisabled,
 		},
 		workspacesdk.WithWorkspaceUpdates(&tailnetproto.WorkspaceUpdatesRequest{
 			WorkspaceOwnerId: tailnet.UUIDToByteSlice(me.ID),
 		})))
-	ctrlLogger := logger.Named("control")
+	dialer.health = newControlHealth(logger.Named("control"))
 	controller := tailnet.NewController(ctrlLogger, dialer, tailnet.WithGracefulTimeout(gracefulDisconnect))
 	coord := tailnet.NewTunnelSrcCoordController(ctrlLogger, view)
 	controller.CoordCtrl = coord
@@ -204,6 +211,8 @@ type controlDialer struct {
 	inner *workspacesdk.WebsocketDialer
 	base  *url.URL
 	first chan error // receives the decisive first outcome, once
+	// health, if set, logs the connection's condition changes once each.
+	health *controlHealth
 
 	once    sync.Once
 	mu      sync.Mutex
@@ -216,6 +225,9 @@ func newControlDialer(base *url.URL, inner *workspacesdk.WebsocketDialer) *contr
 
 // Dial implements tailnet.ControlProtocolDialer.
 func (d *controlDialer) Dial(ctx context.Context, r tailnet.ResumeTokenController) (tailnet.ControlProtocolClients, error) {
+	if d.health != nil {
+		d.health.dialing(ctx)
+	}
 	clients, err := d.inner.Dial(ctx, r)
 	// The inner dialer reports its first permanent failure on a channel of
 	// one slot and would block forever on a second: empty it every time.
@@ -225,18 +237,30 @@ func (d *controlDialer) Dial(ctx context.Context, r tailnet.ResumeTokenControlle
 	}
 	if err == nil {
 		d.report(nil)
+		if d.health != nil {
+			d.health.dialed(ctx, nil)
+		}
 		return clients, nil
 	}
 	described := describeDialError(d.base, err)
+	if d.health != nil {
+		d.health.dialed(ctx, described)
+	}
 	d.mu.Lock()
 	d.lastErr = described
 	d.mu.Unlock()
 	var sdkErr *codersdk.Error
-	if errors.As(err, &sdkErr) {
+	var redirect *redirectError
+	switch {
+	case errors.As(err, &sdkErr):
 		switch sdkErr.StatusCode() {
 		case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusConflict:
 			d.report(described)
 		}
+	case errors.As(err, &redirect):
+		// Coder never redirects its API, and we never follow: retrying
+		// cannot help.
+		d.report(described)
 	}
 	return clients, err
 }
@@ -257,6 +281,10 @@ func describeDialError(base *url.URL, err error) error {
 	if errors.As(err, &sdkErr) {
 		body, _ := json.Marshal(sdkErr.Response)
 		return describeStatus(base, "/api/v2/tailnet", sdkErr.StatusCode(), body)
+	}
+	var redirect *redirectError
+	if errors.As(err, &redirect) {
+		return describeStatus(base, "/api/v2/tailnet", redirect.status, nil)
 	}
 	return describeTransportError(base, err)
 }
