@@ -43,10 +43,19 @@ type peerTracker struct {
 	send   func(*vpnpb.PeerUpdate)
 
 	sendMu sync.Mutex
+	// sent is each agent's live status as last sent; guarded by sendMu.
+	sent map[uuid.UUID]sentStatus
 
 	mu         sync.Mutex
 	workspaces map[uuid.UUID]*vpnpb.Workspace
 	agents     map[uuid.UUID]*trackedAgent
+}
+
+// sentStatus is the live part of an agent's record as the manager last got
+// it: the handshake time and the ping result (a new ping is a new pointer).
+type sentStatus struct {
+	handshake time.Time
+	ping      *agentPing
 }
 
 type trackedAgent struct {
@@ -90,6 +99,7 @@ func newPeerTracker(owner, suffix string, engine peerEngine, send func(*vpnpb.Pe
 		send:       send,
 		workspaces: map[uuid.UUID]*vpnpb.Workspace{},
 		agents:     map[uuid.UUID]*trackedAgent{},
+		sent:       map[uuid.UUID]sentStatus{},
 	}
 }
 
@@ -101,9 +111,16 @@ func (p *peerTracker) Update(u tailnet.WorkspaceUpdate) error {
 	p.sendMu.Lock()
 	defer p.sendMu.Unlock()
 	upWS, upAgents, delWS, delAgents := p.apply(u)
+	rendered, live := p.render(upAgents)
+	for i, a := range upAgents {
+		p.sent[a.view.id] = live[i]
+	}
+	for _, v := range delAgents {
+		delete(p.sent, v.id)
+	}
 	out := &vpnpb.PeerUpdate{
 		UpsertedWorkspaces: upWS,
-		UpsertedAgents:     p.render(upAgents),
+		UpsertedAgents:     rendered,
 		DeletedWorkspaces:  delWS,
 		DeletedAgents:      p.renderDeleted(delAgents),
 	}
@@ -233,18 +250,33 @@ func (p *peerTracker) snapshot() *vpnpb.PeerUpdate {
 	slices.SortFunc(ws, func(a, b *vpnpb.Workspace) int {
 		return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(string(a.Id), string(b.Id)))
 	})
-	return &vpnpb.PeerUpdate{UpsertedWorkspaces: ws, UpsertedAgents: p.render(agents)}
+	rendered, _ := p.render(agents)
+	return &vpnpb.PeerUpdate{UpsertedWorkspaces: ws, UpsertedAgents: rendered}
 }
 
-// sendStatus sends every agent with its latest handshake and ping.
+// sendStatus sends the agents whose handshake or ping changed since the
+// manager last heard of them. Agents that are quiet (offline, or never
+// reached) are not repeated every round: with thousands of agents that
+// would be hundreds of kilobytes every few seconds, saying nothing new.
 func (p *peerTracker) sendStatus() {
 	p.sendMu.Lock()
 	defer p.sendMu.Unlock()
 	p.mu.Lock()
 	agents := p.statusLocked()
 	p.mu.Unlock()
-	if len(agents) > 0 {
-		p.send(&vpnpb.PeerUpdate{UpsertedAgents: p.render(agents)})
+	if len(agents) == 0 {
+		return
+	}
+	rendered, live := p.render(agents)
+	var changed []*vpnpb.Agent
+	for i, a := range agents {
+		if p.sent[a.view.id] != live[i] {
+			p.sent[a.view.id] = live[i]
+			changed = append(changed, rendered[i])
+		}
+	}
+	if len(changed) > 0 {
+		p.send(&vpnpb.PeerUpdate{UpsertedAgents: changed})
 	}
 }
 
@@ -278,18 +310,22 @@ func (p *peerTracker) recordPing(id uuid.UUID, ping agentPing) {
 }
 
 // render converts agents to protobuf, with the latest handshakes the
-// engine reports. It must be called without mu held.
-func (p *peerTracker) render(agents []agentStatus) []*vpnpb.Agent {
+// engine reports, and returns the live status it rendered for each. It must
+// be called without mu held.
+func (p *peerTracker) render(agents []agentStatus) ([]*vpnpb.Agent, []sentStatus) {
 	out := make([]*vpnpb.Agent, 0, len(agents))
+	live := make([]sentStatus, 0, len(agents))
 	var handshakes map[uuid.UUID]time.Time
 	if p.engine != nil && len(agents) > 0 {
 		handshakes = p.engine.LastHandshakes()
 	}
 	for _, a := range agents {
 		pa := agentProto(a.view)
-		if hs, ok := handshakes[a.view.id]; ok {
+		hs, ok := handshakes[a.view.id]
+		if ok {
 			pa.LastHandshake = timestamppb.New(hs)
 		}
+		live = append(live, sentStatus{handshake: hs, ping: a.ping})
 		if a.ping != nil {
 			pa.LastPing = &vpnpb.LastPing{
 				Latency:       durationpb.New(a.ping.latency),
@@ -302,7 +338,7 @@ func (p *peerTracker) render(agents []agentStatus) []*vpnpb.Agent {
 		}
 		out = append(out, pa)
 	}
-	return out
+	return out, live
 }
 
 func (p *peerTracker) renderDeleted(views []agentView) []*vpnpb.Agent {

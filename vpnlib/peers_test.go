@@ -324,8 +324,16 @@ func TestPingRoundRecordsResults(t *testing.T) {
 	if ok.LastPing.PreferredDerp != "Embedded" || ok.LastPing.PreferredDerpLatency.AsDuration() != 12*time.Millisecond {
 		t.Fatalf("derp %q latency %v", ok.LastPing.PreferredDerp, ok.LastPing.PreferredDerpLatency)
 	}
-	if down := findAgent(t, u.UpsertedAgents, agentA2); down.LastPing != nil {
-		t.Fatalf("failed ping recorded: %v", down.LastPing)
+	// The agent that did not answer has nothing new to say: it is not sent
+	// again (the manager still has it from the snapshot).
+	if len(u.UpsertedAgents) != 1 {
+		t.Fatalf("status update carries %d agents, want only the one that answered: %v", len(u.UpsertedAgents), u.UpsertedAgents)
+	}
+	// Nothing changed since: the next round sends nothing.
+	before := sent.count()
+	p.sendStatus()
+	if sent.count() != before {
+		t.Fatalf("an unchanged status was sent again: %v", sent.last(t))
 	}
 	// The ping survives an upsert of the same agent.
 	_ = p.Update(tailnet.WorkspaceUpdate{Kind: tailnet.Diff, UpsertedAgents: []*tailnet.Agent{agent(agentA1, wsA, "ok")}})
@@ -361,5 +369,36 @@ func TestPingLoopSendsStatus(t *testing.T) {
 	<-done
 	if findAgent(t, sent.last(t).UpsertedAgents, agentA1).LastPing == nil {
 		t.Fatal("status has no last_ping")
+	}
+}
+
+// A new handshake is news: the agent is sent again with it, and only then.
+func TestSendStatusOnHandshake(t *testing.T) {
+	t.Parallel()
+	sent := &sentUpdates{}
+	eng := &fakePeerEngine{handshakes: map[uuid.UUID]time.Time{}}
+	p := newPeerTracker("alice", "coder", eng, sent.send)
+	_ = p.Update(tailnet.WorkspaceUpdate{Kind: tailnet.Snapshot,
+		UpsertedWorkspaces: []*tailnet.Workspace{ws(wsA, "dev", tailnetproto.Workspace_RUNNING)},
+		UpsertedAgents:     []*tailnet.Agent{agent(agentA1, wsA, "one"), agent(agentA2, wsA, "two")},
+	})
+	before := sent.count()
+	p.sendStatus()
+	if sent.count() != before {
+		t.Fatalf("status sent with nothing new: %v", sent.last(t))
+	}
+	hs := time.Now().Truncate(time.Second)
+	eng.mu.Lock()
+	eng.handshakes[agentA2] = hs
+	eng.mu.Unlock()
+	p.sendStatus()
+	u := sent.last(t)
+	if len(u.UpsertedAgents) != 1 || !findAgent(t, u.UpsertedAgents, agentA2).LastHandshake.AsTime().Equal(hs) {
+		t.Fatalf("status after a handshake: %v", u)
+	}
+	before = sent.count()
+	p.sendStatus()
+	if sent.count() != before {
+		t.Fatalf("the same handshake was sent twice: %v", sent.last(t))
 	}
 }
