@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -255,23 +256,31 @@ func runTunnelScript(t *testing.T, script []scripted) {
 	}
 }
 
-// checkReplies fails on a reply of the wrong kind and returns how many owed
-// replies are still missing.
+// checkReplies fails on a reply of a kind no request with its id asked for,
+// or on more replies than requests with that id, and returns how many owed
+// replies are still missing. Requests sharing an id may be answered in any
+// order.
 func checkReplies(t *testing.T, mu *sync.Mutex, replies, owed map[uint64][]string) int {
 	mu.Lock()
 	defer mu.Unlock()
 	missing := 0
 	for id, wants := range owed {
 		got := replies[id]
-		for i, want := range wants {
-			if i >= len(got) {
-				missing++
-				continue
-			}
-			if want != "" && !strings.Contains(strings.Join(got, " "), want) {
-				t.Fatalf("request %d got %v, want %s", id, got, want)
-			}
+		if len(got) > len(wants) {
+			t.Fatalf("request %d got %d replies %v for %d requests", id, len(got), got, len(wants))
 		}
+		left := slices.Clone(wants)
+		for _, kind := range got {
+			i := slices.Index(left, kind)
+			if i < 0 {
+				i = slices.Index(left, "") // a request of any kind
+			}
+			if i < 0 {
+				t.Fatalf("request %d got %v, want replies of kinds %v", id, got, wants)
+			}
+			left = slices.Delete(left, i, i+1)
+		}
+		missing += len(left)
 	}
 	return missing
 }
