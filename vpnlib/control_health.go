@@ -41,10 +41,8 @@ func (s demoteRetrySink) Sync() { s.next.Sync() }
 // controllerLogger is the logger handed to the tailnet controller: the
 // tunnel's own sinks behind demoteRetrySink, under the same names.
 func (t *Tunnel) controllerLogger() slog.Logger {
-	return slog.Make(
-		demoteRetrySink{next: t.logs},
-		demoteRetrySink{next: localSink{logger: t.cfg.Logger, redactor: t.redactor}},
-	).Leveled(t.cfg.LogLevel).Named("vpn").Named("session").Named("control")
+	return slog.Make(demoteRetrySink{next: t.sink}).
+		Leveled(t.cfg.LogLevel).Named("vpn").Named("session").Named("control")
 }
 
 // controlHealth turns the outcomes of control-connection dials into one line

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"cdr.dev/slog/v3"
 
@@ -86,7 +87,7 @@ func entryToLog(e slog.SinkEntry, r *redactor) *vpnpb.Log {
 		l.LoggerNames = append(l.LoggerNames, r.redact(n))
 	}
 	for _, f := range e.Fields {
-		l.Fields = append(l.Fields, &vpnpb.Log_Field{Name: r.redact(f.Name), Value: r.redact(formatLogValue(f.Value))})
+		l.Fields = append(l.Fields, &vpnpb.Log_Field{Name: r.redact(f.Name), Value: capField(r.redact(formatLogValue(f.Value)))})
 	}
 	return l
 }
@@ -153,8 +154,14 @@ func newLogForwarder(r *redactor, size int) *logForwarder {
 
 // LogEntry implements slog.Sink.
 func (f *logForwarder) LogEntry(_ context.Context, e slog.SinkEntry) {
+	f.enqueue(entryToLog(e, f.redactor))
+}
+
+// enqueue queues l for the manager, or drops and counts it if the queue is
+// full.
+func (f *logForwarder) enqueue(l *vpnpb.Log) {
 	select {
-	case f.queue <- entryToLog(e, f.redactor):
+	case f.queue <- l:
 	default:
 		f.dropped.Add(1)
 	}
@@ -206,7 +213,9 @@ func (f *logForwarder) deliver(l *vpnpb.Log, send func(*vpnpb.Log) error) {
 }
 
 // localSink passes entries to the embedder's own logger (the CLI's stderr)
-// after the same redaction the manager's copy gets.
+// after the same redaction the manager's copy gets. It is for logs that must
+// not travel to the manager (the speaker's own); everything else goes
+// through tunnelSink, which formats once for both.
 type localSink struct {
 	logger   slog.Logger
 	redactor *redactor
@@ -216,10 +225,70 @@ func (s localSink) LogEntry(ctx context.Context, e slog.SinkEntry) {
 	e.Message = s.redactor.redact(e.Message)
 	fields := make(slog.Map, 0, len(e.Fields))
 	for _, f := range e.Fields {
-		fields = append(fields, slog.F(s.redactor.redact(f.Name), s.redactor.redact(formatLogValue(f.Value))))
+		fields = append(fields, slog.F(s.redactor.redact(f.Name), capField(s.redactor.redact(formatLogValue(f.Value)))))
 	}
 	e.Fields = fields
 	s.logger.Log(ctx, e)
 }
 
 func (s localSink) Sync() { s.logger.Sync() }
+
+// tunnelSink is the tunnel's one log sink: it formats and redacts each entry
+// once, queues it for the manager, and hands the same text to the local
+// logger when there is one. (Formatting is the expensive part: the engine
+// logs large values at debug level, and doing it once per copy doubled it.)
+type tunnelSink struct {
+	forwarder *logForwarder
+	// local is the embedder's logger; nil when it has none.
+	local *slog.Logger
+}
+
+func newTunnelSink(f *logForwarder, local slog.Logger) *tunnelSink {
+	s := &tunnelSink{forwarder: f}
+	if !reflect.ValueOf(local).IsZero() {
+		s.local = &local
+	}
+	return s
+}
+
+func (s *tunnelSink) LogEntry(ctx context.Context, e slog.SinkEntry) {
+	l := entryToLog(e, s.forwarder.redactor)
+	s.forwarder.enqueue(l)
+	if s.local == nil {
+		return
+	}
+	e.Message = l.Message
+	e.LoggerNames = l.LoggerNames
+	fields := make(slog.Map, 0, len(l.Fields))
+	for _, f := range l.Fields {
+		fields = append(fields, slog.F(f.Name, f.Value))
+	}
+	e.Fields = fields
+	s.local.Log(ctx, e)
+}
+
+func (s *tunnelSink) Sync() {
+	if s.local != nil {
+		s.local.Sync()
+	}
+}
+
+// maxLogFieldLen bounds one field's value in a log line. The engine logs
+// whole network maps at debug level, hundreds of kilobytes per line at a
+// thousand peers; the manager's log has no use for that much, and the pipe
+// to it also carries PeerUpdates.
+const maxLogFieldLen = 16 << 10
+
+// capField shortens an over-long (already redacted) value, saying how much
+// was cut. Redaction comes first so that a cut can never leave part of a
+// secret behind.
+func capField(v string) string {
+	if len(v) <= maxLogFieldLen {
+		return v
+	}
+	i := maxLogFieldLen
+	for i > 0 && !utf8.RuneStart(v[i]) {
+		i--
+	}
+	return fmt.Sprintf("%s… [%d bytes cut]", v[:i], len(v)-i)
+}

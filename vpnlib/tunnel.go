@@ -98,6 +98,7 @@ type Tunnel struct {
 	cfg      TunnelConfig
 	redactor *redactor
 	logs     *logForwarder
+	sink     *tunnelSink // the manager's copy and the local one, formatted once
 	logger   slog.Logger // to the manager and the local logger, redacted
 
 	ctx    context.Context // canceled by Close and at the end of the session
@@ -149,13 +150,14 @@ func NewTunnel(cfg TunnelConfig) (*Tunnel, error) {
 	cfg.setDefaults()
 	r := &redactor{}
 	logs := newLogForwarder(r, cfg.LogQueue)
-	sinks := []slog.Sink{logs, localSink{logger: cfg.Logger, redactor: r}}
+	sink := newTunnelSink(logs, cfg.Logger)
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &Tunnel{
 		cfg:      cfg,
 		redactor: r,
 		logs:     logs,
-		logger:   slog.Make(sinks...).Leveled(cfg.LogLevel).Named("vpn"),
+		sink:     sink,
+		logger:   slog.Make(sink).Leveled(cfg.LogLevel).Named("vpn"),
 		ctx:      ctx,
 		cancel:   cancel,
 		done:     make(chan struct{}),
