@@ -1,6 +1,7 @@
 package vpnlib
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -71,4 +72,56 @@ func (v *engineView) LastHandshakes() map[uuid.UUID]time.Time {
 		}
 	}
 	return out
+}
+
+// configured reports whether the engine has a WireGuard peer for each of
+// ids: the coordinator sent its node and the engine took it in.
+func (v *engineView) configured(ids []uuid.UUID) bool {
+	st := v.Conn.Status()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, id := range ids {
+		k, ok := v.keys[id]
+		if !ok {
+			return false
+		}
+		if _, ok := st.Peer[k]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// peersReadyWait bounds how long a Start waits for the engine to have a
+// peer for every agent the first workspace update listed. An agent that is
+// offline never gets one, so the wait must be short; agents that are online
+// get theirs within tens of milliseconds.
+const peersReadyWait = 500 * time.Millisecond
+
+// awaitPeers returns once the first workspace update has been applied and
+// the engine has a peer for each of its agents, or after peersReadyWait.
+//
+// Why: the manager sends its first packets the moment it has the
+// StartResponse. A packet for an agent the engine has no peer for yet is
+// dropped, and a dropped TCP SYN costs the user the kernel's one-second
+// retransmission timeout; with the peer in place, WireGuard holds the
+// packet during its handshake instead.
+func awaitPeers(ctx context.Context, p *peerTracker, v *engineView) {
+	ctx, cancel := context.WithTimeout(ctx, peersReadyWait)
+	defer cancel()
+	select {
+	case <-p.firstUpdate():
+	case <-ctx.Done():
+		return
+	}
+	ids := p.agentIDs()
+	tick := time.NewTicker(5 * time.Millisecond) // the engine announces nothing
+	defer tick.Stop()
+	for !v.configured(ids) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }

@@ -42,6 +42,9 @@ type peerTracker struct {
 	engine peerEngine
 	send   func(*vpnpb.PeerUpdate)
 
+	first     chan struct{} // closed by the first Update
+	firstOnce sync.Once
+
 	sendMu sync.Mutex
 	// sent is each agent's live status as last sent; guarded by sendMu.
 	sent map[uuid.UUID]sentStatus
@@ -100,8 +103,13 @@ func newPeerTracker(owner, suffix string, engine peerEngine, send func(*vpnpb.Pe
 		workspaces: map[uuid.UUID]*vpnpb.Workspace{},
 		agents:     map[uuid.UUID]*trackedAgent{},
 		sent:       map[uuid.UUID]sentStatus{},
+		first:      make(chan struct{}),
 	}
 }
+
+// firstUpdate is closed once the first workspace update has been applied
+// and sent to the manager.
+func (p *peerTracker) firstUpdate() <-chan struct{} { return p.first }
 
 // Update implements tailnet.UpdatesHandler. It applies the change, and sends
 // the manager a PeerUpdate with what changed. The first update after every
@@ -127,6 +135,7 @@ func (p *peerTracker) Update(u tailnet.WorkspaceUpdate) error {
 	if len(out.UpsertedWorkspaces)+len(out.UpsertedAgents)+len(out.DeletedWorkspaces)+len(out.DeletedAgents) > 0 {
 		p.send(out)
 	}
+	p.firstOnce.Do(func() { close(p.first) })
 	return nil
 }
 

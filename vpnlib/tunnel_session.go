@@ -176,6 +176,7 @@ func (t *Tunnel) startSession(ctx context.Context, p startParams) (_ *session, e
 			settled = nil
 		}
 	}
+	awaitPeers(ctx, sess.peers, view)
 	sess.wg.Go(func() { runPingLoop(runCtx, sess.peers, conn, t.cfg.PingInterval, logger.Named("ping")) })
 	return sess, nil
 }
