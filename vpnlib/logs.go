@@ -137,19 +137,25 @@ func formatLogValue(v any) string {
 // the manager. LogEntry never blocks: entries wait in a bounded queue and
 // are dropped (and counted) when the manager does not keep up, because the
 // engine logs from its packet paths and must never stall on our pipe.
+//
+// Draining happens under drainMu, taking each message from the queue while
+// holding it, so flush is a barrier: when it returns, everything queued
+// before the call has been sent. The tunnel flushes before each reply, so a
+// manager sees the logs of a Start (or a Wake) before its answer.
 type logForwarder struct {
 	redactor *redactor
 	queue    chan *vpnpb.Log
+	notify   chan struct{} // one pending wake-up for run
 	dropped  atomic.Uint64
-	reported uint64 // drops already reported; owned by the sending goroutine
-	sendMu   sync.Mutex
+	drainMu  sync.Mutex
+	reported uint64 // drops already reported; guarded by drainMu
 }
 
 func newLogForwarder(r *redactor, size int) *logForwarder {
 	if size <= 0 {
 		size = DefaultLogQueue
 	}
-	return &logForwarder{redactor: r, queue: make(chan *vpnpb.Log, size)}
+	return &logForwarder{redactor: r, queue: make(chan *vpnpb.Log, size), notify: make(chan struct{}, 1)}
 }
 
 // LogEntry implements slog.Sink.
@@ -162,6 +168,10 @@ func (f *logForwarder) LogEntry(_ context.Context, e slog.SinkEntry) {
 func (f *logForwarder) enqueue(l *vpnpb.Log) {
 	select {
 	case f.queue <- l:
+		select {
+		case f.notify <- struct{}{}:
+		default: // run is already due to drain
+		}
 	default:
 		f.dropped.Add(1)
 	}
@@ -176,14 +186,17 @@ func (f *logForwarder) run(stop <-chan struct{}, send func(*vpnpb.Log) error) {
 		select {
 		case <-stop:
 			return
-		case l := <-f.queue:
-			f.deliver(l, send)
+		case <-f.notify:
+			f.flush(send)
 		}
 	}
 }
 
-// flush sends whatever is queued now, without waiting for more.
+// flush sends whatever is queued now, and whatever another drain has taken
+// but not yet sent, without waiting for more.
 func (f *logForwarder) flush(send func(*vpnpb.Log) error) {
+	f.drainMu.Lock()
+	defer f.drainMu.Unlock()
 	for {
 		select {
 		case l := <-f.queue:
@@ -194,9 +207,9 @@ func (f *logForwarder) flush(send func(*vpnpb.Log) error) {
 	}
 }
 
+// deliver sends l, then a note of any drops since the last one. It is
+// called with drainMu held.
 func (f *logForwarder) deliver(l *vpnpb.Log, send func(*vpnpb.Log) error) {
-	f.sendMu.Lock()
-	defer f.sendMu.Unlock()
 	if err := send(l); err != nil {
 		return
 	}

@@ -2,12 +2,15 @@ package vpnlib
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 
 	"cdr.dev/slog/v3"
+
+	vpnpb "github.com/codervpn/codervpn/proto"
 )
 
 // countingStringer counts how often it is formatted.
@@ -91,5 +94,49 @@ func TestCapField(t *testing.T) {
 	got := capField(v)
 	if !strings.HasPrefix(got, strings.Repeat("a", maxLogFieldLen-1)+"…") || !strings.HasSuffix(got, "[6 bytes cut]") {
 		t.Fatalf("capField = ...%q", got[maxLogFieldLen-5:])
+	}
+}
+
+// flush is a barrier: when it returns, every message queued before it was
+// sent, including one the background drain had already taken and was still
+// sending. The tunnel relies on it to put a request's logs before its reply.
+func TestLogFlushIsABarrier(t *testing.T) {
+	f := newLogForwarder(&redactor{}, 16)
+	var mu sync.Mutex
+	var sent []string
+	gate := make(chan struct{})
+	taken := make(chan struct{})
+	send := func(l *vpnpb.Log) error {
+		if l.GetMessage() == "first" {
+			close(taken)
+			<-gate
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		sent = append(sent, l.GetMessage())
+		return nil
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		f.run(stop, send)
+		close(done)
+	}()
+	defer func() {
+		close(stop)
+		<-done
+	}()
+	f.enqueue(&vpnpb.Log{Message: "first"})
+	<-taken // the background drain is in the middle of sending "first"
+	f.enqueue(&vpnpb.Log{Message: "second"})
+	atReturn := make(chan []string)
+	go func() {
+		f.flush(send)
+		mu.Lock()
+		defer mu.Unlock()
+		atReturn <- slices.Clone(sent)
+	}()
+	close(gate)
+	if got := <-atReturn; !slices.Equal(got, []string{"first", "second"}) {
+		t.Fatalf("sent when flush returned: %q", got)
 	}
 }

@@ -56,6 +56,10 @@ func (t *Tunnel) quickLoop() {
 }
 
 func (t *Tunnel) reply(req *vpnpb.ManagerMessage, resp *vpnpb.TunnelMessage) {
+	// The logs of the work behind the reply go first: a manager that turns
+	// a failed Start into one line, or a test that looks for the Wake's log
+	// line when the WakeResponse arrives, must not see them trail in later.
+	t.logs.flush(t.sendLog)
 	sp := t.currentSpeaker()
 	if err := sp.Reply(req, resp); err != nil {
 		t.logger.Debug(t.ctx, "could not reply to the manager", slog.Error(err))
