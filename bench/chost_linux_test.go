@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -78,7 +77,6 @@ func BenchmarkCHost(b *testing.B) {
 		mib(limited.load.HWMKB), mib(unlimited.load.HWMKB), ratio(kib(limited.load.HWMKB), kib(unlimited.load.HWMKB)), "<= 50 MiB"})
 	report(row{"memory", "  of which anonymous, highest sample during the transfer",
 		mib(limited.peakAnonKB), mib(unlimited.peakAnonKB), ratio(kib(limited.peakAnonKB), kib(unlimited.peakAnonKB)), ""})
-	report(row{"memory", "Go heap live at the last GC, idle", limited.heap, unlimited.heap, "", ""})
 	report(row{"idle", fmt.Sprintf("CPU of an idle tunnel, 3 agents (%s window)", idleWindow),
 		fmt.Sprintf("%.2f %% of a core", limited.cpuShare*100), "", "", "<= 1 %"})
 	report(row{"idle", "wake-ups (context switches) of the C host per minute",
@@ -89,7 +87,6 @@ func BenchmarkCHost(b *testing.B) {
 type chostResult struct {
 	loaded, idle, load dlhost.Stats
 	peakAnonKB         int64
-	heap               string
 	cpuShare, wakeups  float64
 }
 
@@ -99,12 +96,11 @@ func measureCHost(b *testing.B, env string) chostResult {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	w := newWorld(ctx, b, vpntest.Options{}, 3)
-	gc := &gcTrace{}
-	environ := append(os.Environ(), "GODEBUG=gctrace=1")
+	environ := os.Environ()
 	if env != "" {
 		environ = append(environ, env)
 	}
-	host, err := dlhost.Start(hostBin, lib, environ, gc)
+	host, err := dlhost.Start(hostBin, lib, environ, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -159,7 +155,6 @@ func measureCHost(b *testing.B, env string) chostResult {
 	cpu1, sw1 := cpuNow()
 	window := time.Since(t0)
 	r.idle = stats()
-	r.heap = gc.liveMB()
 	// The kernel keeps a peak for RSS (VmHWM) but not for its anonymous
 	// part: sample that while the transfer runs.
 	done := make(chan struct{})
@@ -236,37 +231,4 @@ func procCPU(pid int) (time.Duration, int64, error) {
 		}
 	}
 	return cpu, switches, nil
-}
-
-// gcTrace reads the Go runtime's gctrace lines from the C host's stderr and
-// keeps the live heap after the most recent collection.
-type gcTrace struct {
-	mu   sync.Mutex
-	buf  []byte
-	live string
-}
-
-var gcLine = regexp.MustCompile(`(\d+)->(\d+)->(\d+) MB`)
-
-func (g *gcTrace) Write(p []byte) (int, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.buf = append(g.buf, p...)
-	for {
-		i := bytes.IndexByte(g.buf, '\n')
-		if i < 0 {
-			break
-		}
-		if m := gcLine.FindSubmatch(g.buf[:i]); m != nil {
-			g.live = string(m[3]) + " MB"
-		}
-		g.buf = g.buf[i+1:]
-	}
-	return len(p), nil
-}
-
-func (g *gcTrace) liveMB() string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.live
 }
