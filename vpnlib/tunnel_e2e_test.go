@@ -33,6 +33,10 @@ func TestTunnelEndToEnd(t *testing.T) {
 		{name: "direct", opts: vpntest.Options{}},
 		{name: "derp-only", opts: vpntest.Options{BlockDirect: true}},
 		{name: "derp-websockets", opts: vpntest.Options{BlockDirect: true, DERPForceWebSockets: true}},
+		// The DERP map names a relay host nobody can reach, as coderd's does
+		// when it is reached by another name than its access URL: only a
+		// tunnel that points the embedded relay at coder_url gets through.
+		{name: "derp-renamed-relay", opts: vpntest.Options{BlockDirect: true, RelayHostName: "relay.coder.invalid"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

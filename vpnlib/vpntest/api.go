@@ -99,7 +99,7 @@ func (d *Deployment) handleUser(w http.ResponseWriter, r *http.Request) {
 // ConnectionInfo is what GET /api/v2/workspaceagents/connection returns.
 func (d *Deployment) ConnectionInfo() workspacesdk.AgentConnectionInfo {
 	return workspacesdk.AgentConnectionInfo{
-		DERPMap:                  d.DERPMap(),
+		DERPMap:                  d.clientDERPMap(),
 		DERPForceWebSockets:      d.opts.DERPForceWebSockets,
 		DisableDirectConnections: d.opts.BlockDirect,
 		HostnameSuffix:           d.opts.HostnameSuffix,

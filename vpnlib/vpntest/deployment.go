@@ -42,6 +42,14 @@ type Options struct {
 	DERPForceWebSockets bool
 	// HostnameSuffix is reported in AgentConnectionInfo; default "coder".
 	HostnameSuffix string
+	// RelayHostName, if set, is the host name the DERP map given to clients
+	// (connection info and the DERP map stream) names for the embedded
+	// relay, with no address and the HTTPS port, the way coderd names its
+	// access URL's host. A client must point the relay at the URL it reached
+	// the deployment by, as Coder's clients do
+	// (tailnet.RewriteDERPMapDefaultRelay); one that does not cannot reach
+	// the relay. The simulated agents use the real listener.
+	RelayHostName string
 	// Token is the only API token the deployment accepts in the
 	// Coder-Session-Token header; default a random coderd-shaped token.
 	Token string
@@ -147,7 +155,7 @@ func Start(ctx context.Context, opts Options) (*Deployment, error) {
 		Logger:                   d.logger.Named("tailnet_service"),
 		CoordPtr:                 &d.coordPtr,
 		DERPMapUpdateFrequency:   derpMapUpdateFrequency,
-		DERPMapFn:                d.DERPMap,
+		DERPMapFn:                d.clientDERPMap,
 		NetworkTelemetryHandler:  func([]*tailnetproto.TelemetryEvent) {},
 		ResumeTokenProvider:      d.resumeToken,
 		WorkspaceUpdatesProvider: d.state,
@@ -197,6 +205,22 @@ func (d *Deployment) Options() Options { return d.opts }
 // DERPMap returns a copy of the deployment's DERP map: one embedded relay
 // region served by the deployment itself at its 127.0.0.1 listener.
 func (d *Deployment) DERPMap() *tailcfg.DERPMap { return d.derpMap.Clone() }
+
+// clientDERPMap is the DERP map as clients are given it: DERPMap, with the
+// embedded relay renamed when Options.RelayHostName is set.
+func (d *Deployment) clientDERPMap() *tailcfg.DERPMap {
+	m := d.DERPMap()
+	if d.opts.RelayHostName == "" {
+		return m
+	}
+	for _, node := range m.Regions[EmbeddedRegionID].Nodes {
+		node.HostName = d.opts.RelayHostName
+		node.IPv4, node.IPv6 = "", ""
+		node.DERPPort = 443
+		node.ForceHTTP = false
+	}
+	return m
+}
 
 // Coordinator exposes the deployment's tailnet coordinator, e.g. for tests
 // that want to inspect a peer's node with Coordinator().Node(id). After
