@@ -1,4 +1,4 @@
-package hosttest
+package netstack
 
 import (
 	"context"
@@ -24,7 +24,7 @@ const defaultDNSTimeout = 10 * time.Second
 // link to server port 53, resending it every half second until an answer
 // with the query's id arrives or ctx ends. It returns the parsed answer
 // whatever its RCode; LookupAAAA turns RCodes into errors.
-func (n *Netstack) Lookup(ctx context.Context, server netip.Addr, name string, typ dnsmessage.Type) (*dnsmessage.Message, error) {
+func (n *Stack) Lookup(ctx context.Context, server netip.Addr, name string, typ dnsmessage.Type) (*dnsmessage.Message, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, defaultDNSTimeout)
@@ -84,7 +84,7 @@ func (n *Netstack) Lookup(ctx context.Context, server netip.Addr, name string, t
 
 // LookupAAAA asks server for the IPv6 addresses of name through the tunnel.
 // A reply other than NOERROR is an error naming the RCode.
-func (n *Netstack) LookupAAAA(ctx context.Context, server netip.Addr, name string) ([]netip.Addr, error) {
+func (n *Stack) LookupAAAA(ctx context.Context, server netip.Addr, name string) ([]netip.Addr, error) {
 	msg, err := n.Lookup(ctx, server, name, dnsmessage.TypeAAAA)
 	if err != nil {
 		return nil, err

@@ -1,4 +1,4 @@
-package hosttest
+package netstack
 
 import (
 	"errors"
@@ -36,11 +36,17 @@ func FuzzParseFrame(f *testing.F) {
 	})
 }
 
-// FuzzParseSettings: ParseSettings never panics, and what it accepts the
-// netstack can hold.
+// FuzzParseSettings: ParseSettings never panics, and what it accepts a
+// Stack can hold.
 func FuzzParseSettings(f *testing.F) {
-	good, _ := proto.Marshal(goodSettings())
-	f.Add(good)
+	// What our tunnel sends: its /128, the Coder prefix, the DNS server with
+	// the suffix as match domain, MTU 1280.
+	v6, _ := proto.Marshal(&vpnpb.NetworkSettingsRequest{Mtu: 1280,
+		Ipv6Settings: &vpnpb.NetworkSettingsRequest_IPv6Settings{Addrs: []string{hostAddr.String()}, PrefixLengths: []uint32{128},
+			IncludedRoutes: []*vpnpb.NetworkSettingsRequest_IPv6Settings_IPv6Route{{Destination: prefix48.Addr().String(), PrefixLength: 48}}},
+		DnsSettings: &vpnpb.NetworkSettingsRequest_DNSSettings{Servers: []string{dnsAddr.String()}, MatchDomains: []string{"coder"}},
+	})
+	f.Add(v6)
 	v4, _ := proto.Marshal(&vpnpb.NetworkSettingsRequest{Ipv4Settings: &vpnpb.NetworkSettingsRequest_IPv4Settings{
 		Addrs: []string{"100.64.0.1"}, SubnetMasks: []string{"255.255.255.0"},
 		IncludedRoutes: []*vpnpb.NetworkSettingsRequest_IPv4Settings_IPv4Route{{Destination: "100.64.0.0", Mask: "255.192.0.0"}},

@@ -1,4 +1,4 @@
-package hosttest
+package netstack
 
 import "fmt"
 
@@ -7,7 +7,7 @@ import "fmt"
 // (the tunnel) malformed frames the stack itself would never send. It is
 // safe to call concurrently with the stack's own writes; each datagram
 // arrives whole.
-func (n *Netstack) WriteRaw(b []byte) error {
+func (n *Stack) WriteRaw(b []byte) error {
 	if _, err := n.file.Write(b); err != nil {
 		return fmt.Errorf("write a raw datagram to the utun link: %w", err)
 	}

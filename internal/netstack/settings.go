@@ -1,4 +1,4 @@
-package hosttest
+package netstack
 
 import (
 	"fmt"
@@ -14,14 +14,14 @@ import (
 // as it would on a real Mac.
 const DefaultMTU = 1500
 
-// NetConfig is a NetworkSettingsRequest as the host's network stack applies
-// it: parsed, validated, and without the parts a netstack has no use for.
-type NetConfig struct {
+// Config is a NetworkSettingsRequest as the host's network stack applies
+// it: parsed, validated, and without the parts a Stack has no use for.
+type Config struct {
 	// Addrs are the interface addresses with their on-link prefix lengths.
 	Addrs []netip.Prefix
 	// Routes are the included routes: traffic to them goes into the tunnel.
 	Routes []netip.Prefix
-	// ExcludedRoutes are recorded for assertions; the netstack has no other
+	// ExcludedRoutes are recorded for assertions; a Stack has no other
 	// interface to send them to.
 	ExcludedRoutes []netip.Prefix
 	// DNSServers answer queries for MatchDomains (every name when empty).
@@ -34,64 +34,64 @@ type NetConfig struct {
 }
 
 // ParseSettings validates req the way a careful host would before applying
-// it and returns what to apply. Its errors name the offending field so that a
-// failed Start in a test says what the tunnel got wrong.
-func ParseSettings(req *vpnpb.NetworkSettingsRequest) (NetConfig, error) {
-	cfg := NetConfig{MTU: req.GetMtu()}
+// it and returns what to apply. Its errors name the offending field, so that
+// the tunnel, and a test whose Start failed, learn what the tunnel got wrong.
+func ParseSettings(req *vpnpb.NetworkSettingsRequest) (Config, error) {
+	cfg := Config{MTU: req.GetMtu()}
 	if cfg.MTU == 0 {
 		cfg.MTU = DefaultMTU
 	}
 	if cfg.MTU < 576 || cfg.MTU > 65535 {
-		return NetConfig{}, fmt.Errorf("mtu %d is outside 576..65535", cfg.MTU)
+		return Config{}, fmt.Errorf("mtu %d is outside 576..65535", cfg.MTU)
 	}
 	if v6 := req.GetIpv6Settings(); v6 != nil {
 		if len(v6.Addrs) != len(v6.PrefixLengths) {
-			return NetConfig{}, fmt.Errorf("ipv6_settings has %d addrs but %d prefix_lengths", len(v6.Addrs), len(v6.PrefixLengths))
+			return Config{}, fmt.Errorf("ipv6_settings has %d addrs but %d prefix_lengths", len(v6.Addrs), len(v6.PrefixLengths))
 		}
 		for i, s := range v6.Addrs {
 			p, err := prefix6(s, v6.PrefixLengths[i])
 			if err != nil {
-				return NetConfig{}, fmt.Errorf("ipv6_settings.addrs[%d]: %w", i, err)
+				return Config{}, fmt.Errorf("ipv6_settings.addrs[%d]: %w", i, err)
 			}
 			cfg.Addrs = append(cfg.Addrs, p)
 		}
 		for i, r := range v6.IncludedRoutes {
 			p, err := prefix6(r.Destination, r.PrefixLength)
 			if err != nil {
-				return NetConfig{}, fmt.Errorf("ipv6_settings.included_routes[%d]: %w", i, err)
+				return Config{}, fmt.Errorf("ipv6_settings.included_routes[%d]: %w", i, err)
 			}
 			cfg.Routes = append(cfg.Routes, p.Masked())
 		}
 		for i, r := range v6.ExcludedRoutes {
 			p, err := prefix6(r.Destination, r.PrefixLength)
 			if err != nil {
-				return NetConfig{}, fmt.Errorf("ipv6_settings.excluded_routes[%d]: %w", i, err)
+				return Config{}, fmt.Errorf("ipv6_settings.excluded_routes[%d]: %w", i, err)
 			}
 			cfg.ExcludedRoutes = append(cfg.ExcludedRoutes, p.Masked())
 		}
 	}
 	if v4 := req.GetIpv4Settings(); v4 != nil {
 		if len(v4.Addrs) != len(v4.SubnetMasks) {
-			return NetConfig{}, fmt.Errorf("ipv4_settings has %d addrs but %d subnet_masks", len(v4.Addrs), len(v4.SubnetMasks))
+			return Config{}, fmt.Errorf("ipv4_settings has %d addrs but %d subnet_masks", len(v4.Addrs), len(v4.SubnetMasks))
 		}
 		for i, s := range v4.Addrs {
 			p, err := prefix4(s, v4.SubnetMasks[i])
 			if err != nil {
-				return NetConfig{}, fmt.Errorf("ipv4_settings.addrs[%d]: %w", i, err)
+				return Config{}, fmt.Errorf("ipv4_settings.addrs[%d]: %w", i, err)
 			}
 			cfg.Addrs = append(cfg.Addrs, p)
 		}
 		for i, r := range v4.IncludedRoutes {
 			p, err := prefix4(r.Destination, r.Mask)
 			if err != nil {
-				return NetConfig{}, fmt.Errorf("ipv4_settings.included_routes[%d]: %w", i, err)
+				return Config{}, fmt.Errorf("ipv4_settings.included_routes[%d]: %w", i, err)
 			}
 			cfg.Routes = append(cfg.Routes, p.Masked())
 		}
 		for i, r := range v4.ExcludedRoutes {
 			p, err := prefix4(r.Destination, r.Mask)
 			if err != nil {
-				return NetConfig{}, fmt.Errorf("ipv4_settings.excluded_routes[%d]: %w", i, err)
+				return Config{}, fmt.Errorf("ipv4_settings.excluded_routes[%d]: %w", i, err)
 			}
 			cfg.ExcludedRoutes = append(cfg.ExcludedRoutes, p.Masked())
 		}
@@ -100,19 +100,19 @@ func ParseSettings(req *vpnpb.NetworkSettingsRequest) (NetConfig, error) {
 		for i, s := range dns.Servers {
 			a, err := netip.ParseAddr(s)
 			if err != nil {
-				return NetConfig{}, fmt.Errorf("dns_settings.servers[%d] %q is not an IP address", i, s)
+				return Config{}, fmt.Errorf("dns_settings.servers[%d] %q is not an IP address", i, s)
 			}
 			cfg.DNSServers = append(cfg.DNSServers, a)
 		}
 		for i, d := range dns.MatchDomains {
 			d = strings.TrimSuffix(d, ".")
 			if d == "" && len(dns.MatchDomains) > 1 {
-				return NetConfig{}, fmt.Errorf("dns_settings.match_domains[%d] is empty", i)
+				return Config{}, fmt.Errorf("dns_settings.match_domains[%d] is empty", i)
 			}
 			cfg.MatchDomains = append(cfg.MatchDomains, d)
 		}
 		if len(cfg.DNSServers) == 0 && len(cfg.MatchDomains) > 0 {
-			return NetConfig{}, fmt.Errorf("dns_settings has match_domains %v but no servers", cfg.MatchDomains)
+			return Config{}, fmt.Errorf("dns_settings has match_domains %v but no servers", cfg.MatchDomains)
 		}
 	}
 	return cfg, nil

@@ -1,4 +1,4 @@
-package hosttest
+package netstack
 
 import (
 	"context"
@@ -21,22 +21,23 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 )
 
-// nicID is the only network interface of a Netstack: the utun link.
+// nicID is the only network interface of a Stack: the utun link.
 const nicID tcpip.NICID = 1
 
 // outboundQueueLen is how many packets the stack may queue for the utun
 // socket before it drops, like a NIC's transmit ring.
 const outboundQueueLen = 1024
 
-// Netstack is a userspace TCP/IP stack (gVisor) whose only interface is a file
+// Stack is a userspace TCP/IP stack (gVisor) whose only interface is a file
 // descriptor carrying one IP packet per datagram behind the 4-byte utun
 // header. It stands in for the operating system's network stack behind a
-// utun device: a Host uses one on its end of the socketpair, and a test can
-// put a second one on the tunnel's end to play a peer without any tunnel.
+// utun device: a test host or the demo uses one on its end of the socketpair,
+// and a test can put a second one on the tunnel's end to play a peer without
+// any tunnel.
 //
-// A Netstack starts with no address and no route; Apply (or AddAddress and
+// A Stack starts with no address and no route; Apply (or AddAddress and
 // AddRoute) configures it.
-type Netstack struct {
+type Stack struct {
 	stack *stack.Stack
 	link  *utunLink
 	file  *os.File
@@ -48,8 +49,8 @@ type Netstack struct {
 	stats struct{ in, out, malformed, writeErrors, syns atomic.Uint64 }
 }
 
-// NetstackStats counts packets crossing a Netstack's utun link.
-type NetstackStats struct {
+// Stats counts packets crossing a Stack's utun link.
+type Stats struct {
 	// PacketsIn and PacketsOut count packets read from and written to the fd.
 	PacketsIn, PacketsOut uint64
 	// Malformed counts datagrams dropped because the utun header was missing,
@@ -74,12 +75,12 @@ type utunLink struct {
 // MTU implements stack.LinkEndpoint.
 func (l *utunLink) MTU() uint32 { return l.mtu.Load() }
 
-// NewNetstack attaches a new stack to fd, which must be a packet socket (or
-// utun device) that carries utun-framed packets. The Netstack works on its
+// New attaches a new stack to fd, which must be a packet socket (or
+// utun device) that carries utun-framed packets. The Stack works on its
 // own duplicate of fd, made non-blocking; the caller keeps fd. Note that
 // O_NONBLOCK is shared with every duplicate of fd. mtu is the initial link
 // MTU; settings applied later may change it.
-func NewNetstack(fd int, mtu uint32) (*Netstack, error) {
+func New(fd int, mtu uint32) (*Stack, error) {
 	dup, err := unix.Dup(fd)
 	if err != nil {
 		return nil, fmt.Errorf("duplicate utun fd %d: %w", fd, err)
@@ -89,12 +90,30 @@ func NewNetstack(fd int, mtu uint32) (*Netstack, error) {
 		unix.Close(dup)
 		return nil, fmt.Errorf("make utun fd %d non-blocking: %w", fd, err)
 	}
-	return newNetstack(os.NewFile(uintptr(dup), "utun"), mtu)
+	return newStack(os.NewFile(uintptr(dup), "utun"), mtu)
 }
 
-// newNetstack takes ownership of f, which must be non-blocking so that Close
+// NewSocketpair makes a packet socketpair standing in for a utun device,
+// attaches a new stack to one end and returns the other end, for the tunnel.
+// The tunnel's end is blocking, as a real utun fd would be handed over; the
+// caller owns it and closes it, and the stack sees EOF once every copy of it
+// is closed. mtu is the initial link MTU.
+func NewSocketpair(mtu uint32) (s *Stack, tunnel *os.File, err error) {
+	host, tunnel, err := utunSocketpair()
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err = newStack(host, mtu)
+	if err != nil {
+		tunnel.Close()
+		return nil, nil, err
+	}
+	return s, tunnel, nil
+}
+
+// newStack takes ownership of f, which must be non-blocking so that Close
 // can interrupt the reader.
-func newNetstack(f *os.File, mtu uint32) (*Netstack, error) {
+func newStack(f *os.File, mtu uint32) (*Stack, error) {
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
@@ -107,10 +126,10 @@ func newNetstack(f *os.File, mtu uint32) (*Netstack, error) {
 		s.Close()
 		s.Wait()
 		f.Close()
-		return nil, fmt.Errorf("create the utun interface of the netstack: %s", terr)
+		return nil, fmt.Errorf("create the utun interface of the userspace stack: %s", terr)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &Netstack{stack: s, link: link, file: f, cancel: cancel}
+	n := &Stack{stack: s, link: link, file: f, cancel: cancel}
 	n.wg.Add(2)
 	go n.readLoop()
 	go n.writeLoop(ctx)
@@ -119,7 +138,7 @@ func newNetstack(f *os.File, mtu uint32) (*Netstack, error) {
 
 // readLoop moves datagrams from the fd into the stack until the fd is closed
 // or reports EOF (the other end of a SOCK_SEQPACKET pair closed).
-func (n *Netstack) readLoop() {
+func (n *Stack) readLoop() {
 	defer n.wg.Done()
 	buf := make([]byte, 65536+utunHeaderLen)
 	for {
@@ -144,7 +163,7 @@ func (n *Netstack) readLoop() {
 }
 
 // writeLoop moves packets the stack sends out of the link onto the fd.
-func (n *Netstack) writeLoop(ctx context.Context) {
+func (n *Stack) writeLoop(ctx context.Context) {
 	defer n.wg.Done()
 	var buf []byte
 	for {
@@ -197,7 +216,7 @@ func isTCPSyn(pkt []byte) bool {
 // Close stops the pumps, closes the fd and tears the stack down, waiting
 // for every goroutine it started. Connections made through the stack fail
 // afterwards. Close is idempotent.
-func (n *Netstack) Close() error {
+func (n *Stack) Close() error {
 	var err error
 	n.closeOnce.Do(func() {
 		n.cancel()
@@ -208,14 +227,14 @@ func (n *Netstack) Close() error {
 		n.stack.Wait()
 	})
 	if err != nil {
-		return fmt.Errorf("close the netstack's utun fd: %w", err)
+		return fmt.Errorf("close the userspace stack's utun fd: %w", err)
 	}
 	return nil
 }
 
 // Stats returns the link's packet counters.
-func (n *Netstack) Stats() NetstackStats {
-	return NetstackStats{
+func (n *Stack) Stats() Stats {
+	return Stats{
 		PacketsIn:   n.stats.in.Load(),
 		PacketsOut:  n.stats.out.Load(),
 		Malformed:   n.stats.malformed.Load(),
@@ -225,12 +244,12 @@ func (n *Netstack) Stats() NetstackStats {
 }
 
 // MTU is the current MTU of the utun link.
-func (n *Netstack) MTU() uint32 { return n.link.MTU() }
+func (n *Stack) MTU() uint32 { return n.link.MTU() }
 
 // Apply replaces the whole interface configuration (addresses, routes, MTU)
 // with cfg, the way a NetworkExtension replaces its settings on every
 // setTunnelNetworkSettings call.
-func (n *Netstack) Apply(cfg NetConfig) error {
+func (n *Stack) Apply(cfg Config) error {
 	for _, a := range n.stack.AllAddresses()[nicID] {
 		if terr := n.stack.RemoveAddress(nicID, a.AddressWithPrefix.Address); terr != nil {
 			return fmt.Errorf("remove address %s: %s", a.AddressWithPrefix, terr)
@@ -251,7 +270,7 @@ func (n *Netstack) Apply(cfg NetConfig) error {
 
 // AddAddress assigns p's address to the interface; p's length is the
 // on-link prefix, as on a real interface.
-func (n *Netstack) AddAddress(p netip.Prefix) error {
+func (n *Stack) AddAddress(p netip.Prefix) error {
 	pa := tcpip.ProtocolAddress{
 		Protocol: protocolOf(p.Addr()),
 		AddressWithPrefix: tcpip.AddressWithPrefix{
@@ -260,58 +279,58 @@ func (n *Netstack) AddAddress(p netip.Prefix) error {
 		},
 	}
 	if terr := n.stack.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); terr != nil {
-		return fmt.Errorf("add address %s to the netstack: %s", p, terr)
+		return fmt.Errorf("add address %s to the userspace stack: %s", p, terr)
 	}
 	return nil
 }
 
 // AddRoute sends traffic for p out of the utun interface.
-func (n *Netstack) AddRoute(p netip.Prefix) {
+func (n *Stack) AddRoute(p netip.Prefix) {
 	p = p.Masked()
 	sub, err := tcpip.NewSubnet(tcpip.AddrFromSlice(p.Addr().AsSlice()),
 		tcpip.MaskFromBytes(net.CIDRMask(p.Bits(), p.Addr().BitLen())))
 	if err != nil {
-		panic(fmt.Sprintf("hosttest: masked prefix %s rejected as subnet: %v", p, err))
+		panic(fmt.Sprintf("netstack: masked prefix %s rejected as subnet: %v", p, err))
 	}
 	n.stack.AddRoute(tcpip.Route{Destination: sub, NIC: nicID})
 }
 
 // DialTCP opens a TCP connection through the utun link, as a program on the
 // host would after the tunnel's routes are installed.
-func (n *Netstack) DialTCP(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+func (n *Stack) DialTCP(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
 	c, err := gonet.DialContextTCP(ctx, n.stack, fullAddr(addr), protocolOf(addr.Addr()))
 	if err != nil {
-		return nil, fmt.Errorf("dial tcp %s through the utun netstack: %w", addr, err)
+		return nil, fmt.Errorf("dial tcp %s through the userspace stack: %w", addr, err)
 	}
 	return c, nil
 }
 
 // ListenTCP listens on addr, which must be an address of the stack (or the
 // unspecified address of its family).
-func (n *Netstack) ListenTCP(addr netip.AddrPort) (net.Listener, error) {
+func (n *Stack) ListenTCP(addr netip.AddrPort) (net.Listener, error) {
 	l, err := gonet.ListenTCP(n.stack, fullAddr(addr), protocolOf(addr.Addr()))
 	if err != nil {
-		return nil, fmt.Errorf("listen tcp %s on the utun netstack: %w", addr, err)
+		return nil, fmt.Errorf("listen tcp %s on the userspace stack: %w", addr, err)
 	}
 	return l, nil
 }
 
 // DialUDP makes a connected UDP socket to addr through the utun link.
-func (n *Netstack) DialUDP(addr netip.AddrPort) (net.Conn, error) {
+func (n *Stack) DialUDP(addr netip.AddrPort) (net.Conn, error) {
 	raddr := fullAddr(addr)
 	c, err := gonet.DialUDP(n.stack, nil, &raddr, protocolOf(addr.Addr()))
 	if err != nil {
-		return nil, fmt.Errorf("dial udp %s through the utun netstack: %w", addr, err)
+		return nil, fmt.Errorf("dial udp %s through the userspace stack: %w", addr, err)
 	}
 	return c, nil
 }
 
 // ListenUDP binds a UDP socket to addr on the stack.
-func (n *Netstack) ListenUDP(addr netip.AddrPort) (net.PacketConn, error) {
+func (n *Stack) ListenUDP(addr netip.AddrPort) (net.PacketConn, error) {
 	laddr := fullAddr(addr)
 	c, err := gonet.DialUDP(n.stack, &laddr, nil, protocolOf(addr.Addr()))
 	if err != nil {
-		return nil, fmt.Errorf("listen udp %s on the utun netstack: %w", addr, err)
+		return nil, fmt.Errorf("listen udp %s on the userspace stack: %w", addr, err)
 	}
 	return c, nil
 }

@@ -1,4 +1,4 @@
-package hosttest
+package netstack
 
 import (
 	"bytes"
@@ -7,12 +7,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
-	"net"
 	"net/netip"
 	"testing"
 	"time"
 
-	"golang.org/x/net/dns/dnsmessage"
+	"github.com/codervpn/codervpn/internal/netstack/netstacktest"
 )
 
 var (
@@ -22,28 +21,24 @@ var (
 	prefix48  = netip.MustParsePrefix("fd60:627a:a42b::/48")
 )
 
-// netstackPair joins a host-side Netstack and a "tunnel"-side Netstack with a
-// utun socketpair. The tunnel side answers for the agent and DNS addresses
-// and routes everything back to the host.
-func netstackPair(t *testing.T, mtu uint32) (host, tunnel *Netstack) {
+// stackPair joins a host-side Stack and a "tunnel"-side Stack with a utun
+// socketpair. The tunnel side answers for the agent and DNS addresses and
+// routes everything back to the host.
+func stackPair(t *testing.T, mtu uint32) (host, tunnel *Stack) {
 	t.Helper()
-	hf, tf, err := utunSocketpair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	host, err = newNetstack(hf, mtu)
+	host, tf, err := NewSocketpair(mtu)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { host.Close() })
-	tunnel, err = NewNetstack(int(tf.Fd()), mtu)
+	tunnel, err = New(int(tf.Fd()), mtu)
 	tf.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tunnel.Close() })
 
-	if err := host.Apply(NetConfig{
+	if err := host.Apply(Config{
 		Addrs:  []netip.Prefix{netip.PrefixFrom(hostAddr, 128), netip.MustParsePrefix("100.64.0.1/32")},
 		Routes: []netip.Prefix{prefix48, netip.MustParsePrefix("100.100.0.0/16")},
 		MTU:    mtu,
@@ -60,25 +55,7 @@ func netstackPair(t *testing.T, mtu uint32) (host, tunnel *Netstack) {
 	return host, tunnel
 }
 
-// serveEcho accepts connections on l and echoes each until l closes.
-func serveEcho(t *testing.T, l net.Listener) {
-	t.Helper()
-	done := make(chan struct{})
-	t.Cleanup(func() { l.Close(); <-done })
-	go func() {
-		defer close(done)
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			io.Copy(c, c)
-			c.Close()
-		}
-	}()
-}
-
-func TestNetstackTCPThroughUTun(t *testing.T) {
+func TestStackTCPThroughUTun(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		listen netip.Addr
@@ -89,12 +66,12 @@ func TestNetstackTCPThroughUTun(t *testing.T) {
 		{name: "IPv4", listen: netip.MustParseAddr("100.100.0.2"), size: 64 << 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			host, tunnel := netstackPair(t, 1280)
+			host, tunnel := stackPair(t, 1280)
 			l, err := tunnel.ListenTCP(netip.AddrPortFrom(tc.listen, 8080))
 			if err != nil {
 				t.Fatal(err)
 			}
-			serveEcho(t, l)
+			netstacktest.ServeEcho(t, l)
 
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
@@ -121,20 +98,16 @@ func TestNetstackTCPThroughUTun(t *testing.T) {
 	}
 }
 
-func TestNetstackRespectsMTU(t *testing.T) {
+func TestStackRespectsMTU(t *testing.T) {
 	// The tunnel side reads raw frames: with MTU 1280 no frame may carry more
 	// than 1280 bytes of IP packet.
-	hf, tf, err := utunSocketpair()
+	host, tf, err := NewSocketpair(1280)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tf.Close()
-	host, err := newNetstack(hf, 1280)
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer host.Close()
-	if err := host.Apply(NetConfig{Addrs: []netip.Prefix{netip.PrefixFrom(hostAddr, 128)}, Routes: []netip.Prefix{prefix48}, MTU: 1280}); err != nil {
+	if err := host.Apply(Config{Addrs: []netip.Prefix{netip.PrefixFrom(hostAddr, 128)}, Routes: []netip.Prefix{prefix48}, MTU: 1280}); err != nil {
 		t.Fatal(err)
 	}
 	c, err := host.DialUDP(netip.AddrPortFrom(agentAddr, 9))
@@ -164,17 +137,8 @@ func TestNetstackRespectsMTU(t *testing.T) {
 	}
 }
 
-func TestNetstackDropsMalformedFrames(t *testing.T) {
-	hf, tf, err := utunSocketpair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tf.Close()
-	host, err := newNetstack(hf, 1280)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer host.Close()
+func TestStackDropsMalformedFrames(t *testing.T) {
+	host, tunnel := stackPair(t, 1280)
 	frames := [][]byte{
 		{0, 0, 0},                          // short
 		{0, 0, 0, 30},                      // header only
@@ -184,74 +148,33 @@ func TestNetstackDropsMalformedFrames(t *testing.T) {
 		{0xff, 0xff, 0xff, 30, 0x60, 0, 0}, // high bytes set
 	}
 	for _, f := range frames {
-		if _, err := tf.Write(f); err != nil {
+		if err := tunnel.WriteRaw(f); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, func() bool { return host.Stats().Malformed == uint64(len(frames)) })
-	if s := host.Stats(); s.PacketsIn != 0 {
-		t.Errorf("PacketsIn = %d, want 0", s.PacketsIn)
+	// The host reads datagrams in order, so once it has refused this SYN
+	// it has counted every frame written before it.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := tunnel.DialTCP(ctx, netip.AddrPortFrom(hostAddr, 9))
+	if err == nil {
+		c.Close()
+	}
+	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("refused")) {
+		t.Fatalf("dial to a port nobody listens on: err = %v, want connection refused", err)
+	}
+	if s := host.Stats(); s.Malformed != uint64(len(frames)) {
+		t.Errorf("Malformed = %d, want %d", s.Malformed, len(frames))
 	}
 }
 
-// waitFor polls cond until it holds or 10 s pass.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// serveDNS answers AAAA queries on pc from names, NXDOMAIN for others.
-func serveDNS(t *testing.T, pc net.PacketConn, names map[string]netip.Addr) {
-	t.Helper()
-	done := make(chan struct{})
-	t.Cleanup(func() { pc.Close(); <-done })
-	go func() {
-		defer close(done)
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			var q dnsmessage.Message
-			if q.Unpack(buf[:n]) != nil || len(q.Questions) != 1 {
-				continue
-			}
-			r := dnsmessage.Message{
-				Header:    dnsmessage.Header{ID: q.ID, Response: true, Authoritative: true},
-				Questions: q.Questions,
-			}
-			addr, ok := names[q.Questions[0].Name.String()]
-			switch {
-			case !ok:
-				r.RCode = dnsmessage.RCodeNameError
-			case q.Questions[0].Type == dnsmessage.TypeAAAA:
-				r.Answers = []dnsmessage.Resource{{
-					Header: dnsmessage.ResourceHeader{Name: q.Questions[0].Name, Type: dnsmessage.TypeAAAA, Class: dnsmessage.ClassINET, TTL: 2},
-					Body:   &dnsmessage.AAAAResource{AAAA: addr.As16()},
-				}}
-			}
-			out, err := r.Pack()
-			if err == nil {
-				pc.WriteTo(out, from)
-			}
-		}
-	}()
-}
-
-func TestNetstackLookupAAAA(t *testing.T) {
-	host, tunnel := netstackPair(t, 1280)
+func TestStackLookupAAAA(t *testing.T) {
+	host, tunnel := stackPair(t, 1280)
 	pc, err := tunnel.ListenUDP(netip.AddrPortFrom(dnsAddr, 53))
 	if err != nil {
 		t.Fatal(err)
 	}
-	serveDNS(t, pc, map[string]netip.Addr{"main.ws.me.coder.": agentAddr})
+	netstacktest.ServeAAAA(t, pc, map[string]netip.Addr{"main.ws.me.coder.": agentAddr})
 
 	for _, tc := range []struct {
 		name, query string
@@ -283,8 +206,8 @@ func TestNetstackLookupAAAA(t *testing.T) {
 	}
 }
 
-func TestNetstackLookupTimesOut(t *testing.T) {
-	host, _ := netstackPair(t, 1280)
+func TestStackLookupTimesOut(t *testing.T) {
+	host, _ := stackPair(t, 1280)
 	// The tunnel side does not own this address, so it drops the queries
 	// silently: only the deadline ends the lookup, after resending.
 	silent := netip.MustParseAddr("fd60:627a:a42b::99")
@@ -299,8 +222,8 @@ func TestNetstackLookupTimesOut(t *testing.T) {
 	}
 }
 
-func TestNetstackLookupRefused(t *testing.T) {
-	host, _ := netstackPair(t, 1280) // the DNS address exists but nothing listens
+func TestStackLookupRefused(t *testing.T) {
+	host, _ := stackPair(t, 1280) // the DNS address exists but nothing listens
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err := host.LookupAAAA(ctx, dnsAddr, "main.ws.me.coder")
@@ -309,18 +232,14 @@ func TestNetstackLookupRefused(t *testing.T) {
 	}
 }
 
-func TestNetstackCloseReleasesFDs(t *testing.T) {
+func TestStackCloseReleasesFDs(t *testing.T) {
 	before := openFDs(t)
 	for range 3 {
-		hf, tf, err := utunSocketpair()
+		a, tf, err := NewSocketpair(1280)
 		if err != nil {
 			t.Fatal(err)
 		}
-		a, err := newNetstack(hf, 1280)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := NewNetstack(int(tf.Fd()), 1280)
+		b, err := New(int(tf.Fd()), 1280)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -329,7 +248,7 @@ func TestNetstackCloseReleasesFDs(t *testing.T) {
 		b.Close()
 		a.Close() // idempotent
 	}
-	if d := openFDs(t).diff(before); d != "[]" {
-		t.Fatalf("fds changed: %s", d)
+	if after := openFDs(t); after != before {
+		t.Fatalf("%d fds open before, %d after", before, after)
 	}
 }

@@ -23,7 +23,9 @@
 // header, macOS numbering). It is configured from the NetworkSettingsRequests
 // the tunnel sends, each of which replaces the whole configuration as
 // NEPacketTunnelProvider.setTunnelNetworkSettings does, and it honours the
-// requested MTU (1500 when the request says 0, as on macOS).
+// requested MTU (1500 when the request says 0, as on macOS). The stack itself
+// is package internal/netstack, shared with the CLI's userspace demo; Netstack,
+// NetConfig and the other names here are aliases of it.
 //
 // The manager half is vpnlib.ManagerSpeaker. It answers NetworkSettings
 // requests (or refuses or ignores them, per Options), records every Log and

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/codervpn/codervpn/internal/netstack"
 	vpnpb "github.com/codervpn/codervpn/proto"
 	"github.com/codervpn/codervpn/vpnlib"
 )
@@ -78,34 +79,25 @@ func New(t testing.TB, opts Options) *Host {
 }
 
 func newHost(t testing.TB, opts Options) (*Host, error) {
-	hostSock, tunSock, err := utunSocketpair()
+	ns, tunSock, err := netstack.NewSocketpair(DefaultMTU)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the host's network stack: %w", err)
 	}
 	// Manager→tunnel and tunnel→manager pipes. os.Pipe makes non-blocking,
 	// poller-backed files, so Close unblocks a pending Read or Write.
 	tunR, mgrW, err := os.Pipe()
 	if err != nil {
-		hostSock.Close()
+		ns.Close()
 		tunSock.Close()
 		return nil, fmt.Errorf("create the manager→tunnel pipe: %w", err)
 	}
 	mgrR, tunW, err := os.Pipe()
 	if err != nil {
-		hostSock.Close()
+		ns.Close()
 		tunSock.Close()
 		tunR.Close()
 		mgrW.Close()
 		return nil, fmt.Errorf("create the tunnel→manager pipe: %w", err)
-	}
-	ns, err := newNetstack(hostSock, DefaultMTU)
-	if err != nil {
-		tunSock.Close()
-		tunR.Close()
-		mgrW.Close()
-		mgrR.Close()
-		tunW.Close()
-		return nil, err
 	}
 	peers, _ := NewPeerState()
 	return &Host{

@@ -10,8 +10,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/codervpn/codervpn/internal/netstack/netstacktest"
 	vpnpb "github.com/codervpn/codervpn/proto"
 	"github.com/codervpn/codervpn/vpnlib"
+)
+
+var (
+	hostAddr  = netip.MustParseAddr("fd60:627a:a42b:1::1")
+	agentAddr = netip.MustParseAddr("fd60:627a:a42b:2::2")
+	dnsAddr   = netip.MustParseAddr("fd60:627a:a42b::53")
+	prefix48  = netip.MustParsePrefix("fd60:627a:a42b::/48")
 )
 
 func testCtx(t *testing.T) context.Context {
@@ -42,12 +50,12 @@ func TestHostSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serveEcho(t, l)
+	netstacktest.ServeEcho(t, l)
 	pc, err := peer.ListenUDP(netip.AddrPortFrom(dnsAddr, 53))
 	if err != nil {
 		t.Fatal(err)
 	}
-	serveDNS(t, pc, map[string]netip.Addr{"main.ws.me.coder.": agentAddr})
+	netstacktest.ServeAAAA(t, pc, map[string]netip.Addr{"main.ws.me.coder.": agentAddr})
 
 	snapshot := &vpnpb.PeerUpdate{UpsertedWorkspaces: []*vpnpb.Workspace{pbWorkspace(ws1, "ws", vpnpb.Workspace_RUNNING)}}
 	ft := connectFake(t, h, &fakeTunnel{settings: goodSettings(), snapshot: snapshot})
