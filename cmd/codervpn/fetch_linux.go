@@ -106,20 +106,22 @@ func (s stackFetcher) fetch(ctx context.Context, rawURL string, keepBody bool) (
 	if err != nil {
 		return res, err
 	}
-	ips, err := s.dev.resolver().LookupNetIP(ctx, "ip6", u.Hostname())
+	ips, err := s.dev.lookupAAAA(ctx, u.Hostname())
 	if err != nil {
 		return res, fmt.Errorf("resolve %s through the tunnel's DNS: %w", u.Hostname(), err)
 	}
 	res.Lookup = time.Since(res.Start)
 	res.RemoteIP = ips[0].String()
-	port := u.Port()
-	if port == "" {
-		port = "80"
+	port := 80
+	if p := u.Port(); p != "" {
+		if port, err = strconv.Atoi(p); err != nil || port < 1 || port > 65535 {
+			return res, fmt.Errorf("port %q of %s is not a TCP port", p, rawURL)
+		}
 	}
-	target := net.JoinHostPort(ips[0].String(), port)
+	target := netip.AddrPortFrom(ips[0], uint16(port)) //nolint:gosec // checked above
 	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return s.dev.DialContext(ctx, network, target)
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return s.dev.stack.DialTCP(ctx, target)
 		},
 		DisableKeepAlives: true,
 	}
