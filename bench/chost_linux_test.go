@@ -127,16 +127,7 @@ func measureCHost(b *testing.B, env string) chostResult {
 	var r chostResult
 	r.loaded = stats()
 
-	h := hosttest.New(b, hosttest.Options{})
-	tun, rd, wr := h.TunnelFiles()
-	handle, err := host.StartVPN(tun, rd, wr)
-	if err != nil || handle < 0 {
-		b.Fatalf("coderStartVPN = %d, %v", handle, err)
-	}
-	h.CloseTunnelEnds()
-	if err := h.Connect(ctx); err != nil {
-		b.Fatal(err)
-	}
+	h, handle := connectCHost(ctx, b, host)
 	resp, err := h.Start(ctx, &vpnpb.StartRequest{CoderUrl: w.d.URL.String(), ApiToken: w.d.Token})
 	if err != nil || !resp.GetSuccess() {
 		b.Fatalf("StartRequest: %v %v", resp, err)
@@ -195,6 +186,24 @@ func measureCHost(b *testing.B, env string) chostResult {
 	b.ReportMetric(float64(r.load.HWMKB)/1024, "peak-RSS-MiB")
 	b.ReportMetric(r.cpuShare*100, "idle-CPU-%")
 	return r
+}
+
+// connectCHost starts a tunnel in the C host on a new hosttest.Host's fds,
+// the way the NetworkExtension hands over its utun and pipes, and
+// handshakes with it as the manager.
+func connectCHost(ctx context.Context, b *testing.B, host *dlhost.Host) (*hosttest.Host, int32) {
+	b.Helper()
+	h := hosttest.New(b, hosttest.Options{})
+	tun, rd, wr := h.TunnelFiles()
+	handle, err := host.StartVPN(tun, rd, wr)
+	if err != nil || handle < 0 {
+		b.Fatalf("coderStartVPN = %d, %v", handle, err)
+	}
+	h.CloseTunnelEnds()
+	if err := h.Connect(ctx); err != nil {
+		b.Fatal(err)
+	}
+	return h, handle
 }
 
 // procCPU returns the user+system CPU time of process pid and the context

@@ -73,16 +73,7 @@ func measureScale(b *testing.B, workspaces int) scaleResult {
 		b.Fatal(err)
 	}
 	defer host.Close()
-	h := hosttest.New(b, hosttest.Options{})
-	tun, rd, wr := h.TunnelFiles()
-	handle, err := host.StartVPN(tun, rd, wr)
-	if err != nil || handle < 0 {
-		b.Fatalf("coderStartVPN = %d, %v", handle, err)
-	}
-	h.CloseTunnelEnds()
-	if err := h.Connect(ctx); err != nil {
-		b.Fatal(err)
-	}
+	h, handle := connectCHost(ctx, b, host)
 	b.ResetTimer()
 	var r scaleResult
 	start := time.Now()

@@ -15,19 +15,24 @@ import (
 
 // waitParkedInRead waits until some goroutine is parked in the netpoller
 // under Device.Read, so Close really races a blocked read.
-func waitParkedInRead(t *testing.T) {
+func waitParkedInRead(t *testing.T) { t.Helper(); waitParkedIn(t, "Read") }
+
+// waitParkedIn waits until a goroutine is parked in the netpoller under
+// Device.<method>.
+func waitParkedIn(t *testing.T, method string) {
 	t.Helper()
+	frame := "tunfd.(*Device)." + method
 	deadline := time.Now().Add(5 * time.Second)
 	buf := make([]byte, 1<<20)
 	for {
 		n := runtime.Stack(buf, true)
 		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
-			if strings.Contains(g, "tunfd.(*Device).Read") && strings.Contains(g, "runtime_pollWait") {
+			if strings.Contains(g, frame) && strings.Contains(g, "runtime_pollWait") {
 				return
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no goroutine parked in Device.Read after 5s:\n%s", buf[:n])
+			t.Fatalf("no goroutine parked in Device.%s after 5s:\n%s", method, buf[:n])
 		}
 		runtime.Gosched()
 	}
@@ -223,23 +228,7 @@ func TestReadArgumentErrors(t *testing.T) {
 
 // waitParkedInWrite waits until a goroutine is parked in the netpoller under
 // Device.Write (the peer's queue is full).
-func waitParkedInWrite(t *testing.T) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
-			if strings.Contains(g, "tunfd.(*Device).Write") && strings.Contains(g, "runtime_pollWait") {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no goroutine parked in Device.Write after 5s:\n%s", buf[:n])
-		}
-		runtime.Gosched()
-	}
-}
+func waitParkedInWrite(t *testing.T) { t.Helper(); waitParkedIn(t, "Write") }
 
 // smallSendBuffer shrinks fd's send buffer to the kernel's minimum, so that a
 // few dozen unread packets fill it. (Linux applies max_dgram_qlen only
