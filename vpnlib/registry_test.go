@@ -12,8 +12,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/coder/coder/v2/codersdk"
-
 	vpnpb "github.com/codervpn/codervpn/proto"
 	"github.com/codervpn/codervpn/vpnlib"
 	"github.com/codervpn/codervpn/vpnlib/hosttest"
@@ -143,11 +141,7 @@ func TestRegistryTunnel(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 			defer cancel()
 			d := vpntest.New(t, vpntest.Options{})
-			ws, err := d.AddWorkspace("dev", codersdk.WorkspaceStatusRunning)
-			if err != nil {
-				t.Fatal(err)
-			}
-			agent, err := d.AddAgent(ctx, ws.ID, "main")
+			agent, err := d.AddRunningAgent(ctx, "dev", "main")
 			if err != nil {
 				t.Fatal(err)
 			}

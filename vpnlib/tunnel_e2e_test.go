@@ -43,11 +43,7 @@ func TestTunnelEndToEnd(t *testing.T) {
 			const headerValue = "custom-header-secret-value"
 			opts := tc.opts
 			r := newRig(t, rigOptions{deployment: &opts, host: hosttest.Options{SendTunFD: true}})
-			ws, err := r.d.AddWorkspace("dev", codersdk.WorkspaceStatusRunning)
-			if err != nil {
-				t.Fatal(err)
-			}
-			agent, err := r.d.AddAgent(r.ctx, ws.ID, "main")
+			agent, err := r.d.AddRunningAgent(r.ctx, "dev", "main")
 			if err != nil {
 				t.Fatal(err)
 			}

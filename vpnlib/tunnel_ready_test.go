@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/coder/coder/v2/codersdk"
-
 	"github.com/codervpn/codervpn/vpnlib/hosttest"
 	"github.com/codervpn/codervpn/vpnlib/vpntest"
 )
@@ -18,11 +16,7 @@ import (
 // to be retransmitted, which would cost a second.
 func TestStartResponseMeansReady(t *testing.T) {
 	r := newRig(t, rigOptions{deployment: &vpntest.Options{}, host: hosttest.Options{SendTunFD: true}})
-	ws, err := r.d.AddWorkspace("dev", codersdk.WorkspaceStatusRunning)
-	if err != nil {
-		t.Fatal(err)
-	}
-	agent, err := r.d.AddAgent(r.ctx, ws.ID, "main")
+	agent, err := r.d.AddRunningAgent(r.ctx, "dev", "main")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/coder/v2/codersdk"
-
 	vpnpb "github.com/codervpn/codervpn/proto"
 	"github.com/codervpn/codervpn/vpnlib/hosttest"
 	"github.com/codervpn/codervpn/vpnlib/vpntest"
@@ -47,11 +45,7 @@ func TestDaemonSession(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	d := vpntest.New(t, vpntest.Options{})
-	ws, err := d.AddWorkspace("dev", codersdk.WorkspaceStatusRunning)
-	if err != nil {
-		t.Fatal(err)
-	}
-	agent, err := d.AddAgent(ctx, ws.ID, "main")
+	agent, err := d.AddRunningAgent(ctx, "dev", "main")
 	if err != nil {
 		t.Fatal(err)
 	}

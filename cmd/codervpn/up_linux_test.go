@@ -110,11 +110,7 @@ func testUp(t *testing.T, bin string, args []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	d := vpntest.New(t, vpntest.Options{})
-	ws, err := d.AddWorkspace("dev", codersdk.WorkspaceStatusRunning)
-	if err != nil {
-		t.Fatal(err)
-	}
-	agent, err := d.AddAgent(ctx, ws.ID, "main")
+	agent, err := d.AddRunningAgent(ctx, "dev", "main")
 	if err != nil {
 		t.Fatal(err)
 	}

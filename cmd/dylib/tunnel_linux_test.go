@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/coder/v2/codersdk"
-
 	"github.com/codervpn/codervpn/internal/dlhost"
 	vpnpb "github.com/codervpn/codervpn/proto"
 	"github.com/codervpn/codervpn/vpnlib/hosttest"
@@ -32,11 +30,7 @@ type world struct {
 func newWorld(ctx context.Context, t *testing.T) world {
 	t.Helper()
 	d := vpntest.New(t, vpntest.Options{})
-	ws, err := d.AddWorkspace("dev", codersdk.WorkspaceStatusRunning)
-	if err != nil {
-		t.Fatal(err)
-	}
-	agent, err := d.AddAgent(ctx, ws.ID, "main")
+	agent, err := d.AddRunningAgent(ctx, "dev", "main")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,8 +9,6 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/coder/coder/v2/codersdk"
-
 	"github.com/codervpn/codervpn/vpnlib/vpntest"
 )
 
@@ -34,11 +32,7 @@ func lifecycle(ctx context.Context, t *testing.T, opts vpntest.Options) time.Dur
 	if err != nil {
 		t.Fatal(err)
 	}
-	ws, err := d.AddWorkspace("dev", codersdk.WorkspaceStatusRunning)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := d.AddAgent(ctx, ws.ID, "main")
+	a, err := d.AddRunningAgent(ctx, "dev", "main")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/coder/v2/codersdk"
-
 	"github.com/codervpn/codervpn/vpnlib/vpntest"
 )
 
@@ -33,11 +31,7 @@ func TestEndToEnd(t *testing.T) {
 			ctx := testCtx(t)
 			tc.opts.Logger = testLogger(t).Named("deployment")
 			d := vpntest.New(t, tc.opts)
-			ws, err := d.AddWorkspace("dev", codersdk.WorkspaceStatusRunning)
-			if err != nil {
-				t.Fatal(err)
-			}
-			a, err := d.AddAgent(ctx, ws.ID, "main")
+			a, err := d.AddRunningAgent(ctx, "dev", "main")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -7,8 +7,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/coder/coder/v2/codersdk"
-
 	"github.com/codervpn/codervpn/vpnlib/vpntest"
 )
 
@@ -59,11 +57,7 @@ func TestProxyCutAndRestore(t *testing.T) {
 func TestRestarts(t *testing.T) {
 	ctx := testCtx(t)
 	d := vpntest.New(t, vpntest.Options{BlockDirect: true, Logger: testLogger(t).Named("deployment")})
-	ws, err := d.AddWorkspace("dev", codersdk.WorkspaceStatusRunning)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := d.AddAgent(ctx, ws.ID, "main")
+	a, err := d.AddRunningAgent(ctx, "dev", "main")
 	if err != nil {
 		t.Fatal(err)
 	}

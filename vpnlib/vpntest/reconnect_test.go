@@ -4,8 +4,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/coder/coder/v2/codersdk"
-
 	"github.com/codervpn/codervpn/vpnlib/vpntest"
 )
 
@@ -15,11 +13,7 @@ import (
 func TestDropControlConnections(t *testing.T) {
 	ctx := testCtx(t)
 	d := vpntest.New(t, vpntest.Options{BlockDirect: true, Logger: testLogger(t).Named("deployment")})
-	ws, err := d.AddWorkspace("dev", codersdk.WorkspaceStatusRunning)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := d.AddAgent(ctx, ws.ID, "main")
+	a, err := d.AddRunningAgent(ctx, "dev", "main")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +51,7 @@ func TestDropControlConnections(t *testing.T) {
 	if err := d.RemoveAgent(a.ID); err != nil {
 		t.Fatal(err)
 	}
-	back, err := d.AddAgentWithID(ctx, ws.ID, a.ID, "main")
+	back, err := d.AddAgentWithID(ctx, a.WorkspaceID, a.ID, "main")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -221,11 +221,7 @@ func TestWorkspaceUpdates(t *testing.T) {
 func TestChangeErrors(t *testing.T) {
 	ctx := testCtx(t)
 	d := vpntest.New(t, vpntest.Options{})
-	ws, err := d.AddWorkspace("dev", codersdk.WorkspaceStatusRunning)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := d.AddAgent(ctx, ws.ID, "main")
+	a, err := d.AddRunningAgent(ctx, "dev", "main")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,9 +240,9 @@ func TestChangeErrors(t *testing.T) {
 		{"status of missing workspace", func() error { return d.SetWorkspaceStatus(uuid.New(), codersdk.WorkspaceStatusStopped) }},
 		{"remove missing workspace", func() error { return d.RemoveWorkspace(uuid.New()) }},
 		{"agent in missing workspace", func() error { _, err := d.AddAgent(ctx, uuid.New(), "x"); return err }},
-		{"agent name taken", func() error { _, err := d.AddAgent(ctx, ws.ID, "main"); return err }},
-		{"agent id taken", func() error { _, err := d.AddAgentWithID(ctx, ws.ID, a.ID, "other"); return err }},
-		{"agent name invalid", func() error { _, err := d.AddAgent(ctx, ws.ID, "no_underscores"); return err }},
+		{"agent name taken", func() error { _, err := d.AddAgent(ctx, a.WorkspaceID, "main"); return err }},
+		{"agent id taken", func() error { _, err := d.AddAgentWithID(ctx, a.WorkspaceID, a.ID, "other"); return err }},
+		{"agent name invalid", func() error { _, err := d.AddAgent(ctx, a.WorkspaceID, "no_underscores"); return err }},
 		{"remove missing agent", func() error { return d.RemoveAgent(uuid.New()) }},
 	}
 	for _, tc := range cases {
@@ -258,11 +254,11 @@ func TestChangeErrors(t *testing.T) {
 	}
 
 	// Nothing was published: the next update is the one for this change.
-	if err := d.SetWorkspaceStatus(ws.ID, codersdk.WorkspaceStatusStopped); err != nil {
+	if err := d.SetWorkspaceStatus(a.WorkspaceID, codersdk.WorkspaceStatusStopped); err != nil {
 		t.Fatal(err)
 	}
 	expectUpdate(t, "after errors", sub, update{
-		UpsertedWorkspaces: []string{wsKey(ws.ID, "dev", tailnetproto.Workspace_STOPPED)},
+		UpsertedWorkspaces: []string{wsKey(a.WorkspaceID, "dev", tailnetproto.Workspace_STOPPED)},
 	})
 
 	if err := d.Close(); err != nil {

@@ -256,3 +256,14 @@ func (d *Deployment) Agents() []*Agent {
 	}
 	return out
 }
+
+// AddRunningAgent adds a running workspace named workspace with one agent
+// named agent, the world most tests start from, and returns the agent (its
+// WorkspaceID names the workspace).
+func (d *Deployment) AddRunningAgent(ctx context.Context, workspace, agent string) (*Agent, error) {
+	ws, err := d.AddWorkspace(workspace, codersdk.WorkspaceStatusRunning)
+	if err != nil {
+		return nil, err
+	}
+	return d.AddAgent(ctx, ws.ID, agent)
+}
