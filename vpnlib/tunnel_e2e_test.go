@@ -1,11 +1,7 @@
 package vpnlib_test
 
 import (
-	"bufio"
 	"context"
-	"fmt"
-	"io"
-	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
@@ -184,27 +180,11 @@ func httpGetThroughTunnel(t *testing.T, r *rig, addr netip.AddrPort) string {
 // httpGet fetches / from addr through h's tunnel.
 func httpGet(ctx context.Context, t *testing.T, h *hosttest.Host, addr netip.AddrPort) string {
 	t.Helper()
-	conn, err := h.DialTCP(ctx, addr)
-	if err != nil {
-		t.Fatalf("dial %v through the tunnel: %v", addr, err)
-	}
-	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
-	if _, err := fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatalf("read the agent's answer: %v", err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
+	body, err := h.HTTPGet(ctx, addr, "/")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(b)
+	return body
 }
 
 func agentID(a *vpnpb.Agent) uuid.UUID { return uuid.UUID(a.GetId()) }

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"net/netip"
 	"os"
 	"strconv"
@@ -71,24 +68,8 @@ func open(ctx context.Context, t *testing.T, host *dlHost, w world) session {
 // get fetches the agent's page through the tunnel.
 func (s session) get(ctx context.Context, t *testing.T, w world) {
 	t.Helper()
-	conn, err := s.h.DialTCP(ctx, netip.AddrPortFrom(w.agent.Addr, w.agent.HTTPPort))
-	if err != nil {
-		t.Fatalf("dial the agent through the tunnel: %v", err)
-	}
-	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
-	if _, err := fmt.Fprint(conn, "GET / HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatalf("read the agent's answer: %v", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || !strings.Contains(string(body), "hello from agent main") {
+	body, err := s.h.HTTPGet(ctx, netip.AddrPortFrom(w.agent.Addr, w.agent.HTTPPort), "/")
+	if err != nil || !strings.Contains(body, "hello from agent main") {
 		t.Fatalf("agent answered %q (%v)", body, err)
 	}
 }
