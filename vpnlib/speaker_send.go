@@ -166,9 +166,12 @@ func (s *Speaker[S, R]) writeFrame(kind string, frame []byte) error {
 		_, err := s.w.Write(frame)
 		return err
 	}
-	stalled := fmt.Errorf("write %s to peer: %w: a %d-byte frame made no progress for %s, "+
-		"and a half-written frame cannot be taken back, so the session ends",
-		kind, ErrWriteTimeout, len(frame), timeout)
+	// Built only when a write stalls: this runs for every frame.
+	stalled := func() error {
+		return fmt.Errorf("write %s to peer: %w: a %d-byte frame made no progress for %s, "+
+			"and a half-written frame cannot be taken back, so the session ends",
+			kind, ErrWriteTimeout, len(frame), timeout)
+	}
 	dw, _ := s.w.(deadlineWriter)
 	var timer *time.Timer
 	defer func() {
@@ -182,7 +185,7 @@ func (s *Speaker[S, R]) writeFrame(kind string, frame []byte) error {
 		}
 		if dw == nil {
 			if timer == nil {
-				timer = time.AfterFunc(timeout, func() { s.end(stalled) })
+				timer = time.AfterFunc(timeout, func() { s.end(stalled()) })
 			} else {
 				timer.Reset(timeout)
 			}
@@ -190,8 +193,9 @@ func (s *Speaker[S, R]) writeFrame(kind string, frame []byte) error {
 		n, err := s.w.Write(frame[written:min(len(frame), written+writeChunk)])
 		written += n
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			s.end(stalled)
-			return stalled
+			err := stalled()
+			s.end(err)
+			return err
 		}
 		if err != nil {
 			return err
