@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -205,4 +206,20 @@ func exitCode(t *testing.T, cmd *exec.Cmd, d time.Duration) int {
 		t.Fatalf("%s did not exit within %s", cmd.Path, d)
 	}
 	return -1
+}
+
+// startPiped starts cmd with its stdout on a pipe for the test to read and
+// its stderr collected; read stderr only once cmd has exited.
+func startPiped(t *testing.T, cmd *exec.Cmd) (io.ReadCloser, *bytes.Buffer) {
+	t.Helper()
+	stderr := &bytes.Buffer{}
+	cmd.Stderr = stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return stdout, stderr
 }

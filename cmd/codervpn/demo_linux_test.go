@@ -90,15 +90,7 @@ func TestDemoInterrupted(t *testing.T) {
 	bin := codervpnBinary(t)
 	lib, host := dylibFiles(t)
 	cmd := exec.Command(bin, "demo", "--lib", lib, "--dlhost", host)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	stdout, stderr := startPiped(t, cmd)
 	pid := cmd.Process.Pid
 	// Interrupt once the tunnel is up and curl is running in the namespace.
 	lines := make(chan string, 64)

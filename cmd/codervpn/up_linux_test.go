@@ -118,15 +118,7 @@ func testUp(t *testing.T, bin string, args []string) {
 	cmd := exec.Command(bin, append([]string{"up", "--netns", ns, "--url", d.URL.String()}, args...)...)
 	// The token comes from the environment, as the Coder CLI's does.
 	cmd.Env = append(os.Environ(), "CODER_SESSION_TOKEN="+d.Token)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	stdout, stderr := startPiped(t, cmd)
 	events := decodeEvents(t, stdout)
 	killed := false
 	defer func() {
@@ -266,15 +258,7 @@ func TestUpText(t *testing.T) {
 	}
 	ns := testNetns(t)
 	cmd := exec.Command(bin, "up", "--netns", ns, "--url", d.URL.String(), "--token", d.Token)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	stdout, stderr := startPiped(t, cmd)
 	lines := make(chan string, 256)
 	go func() {
 		defer close(lines)
