@@ -102,6 +102,8 @@ type Speaker[S, R Message] struct {
 
 	closeROnce, closeWOnce sync.Once
 	dropped                atomic.Uint64
+
+	read readProgress // for Quiesce
 }
 
 // TunnelSpeaker is the tunnel's end: it sends TunnelMessages and receives
@@ -147,6 +149,7 @@ func newSpeaker[S, R Message](ctx context.Context, role Role, r io.ReadCloser, w
 		pending:  make(map[uint64]chan R),
 		done:     make(chan struct{}),
 		readDone: make(chan struct{}),
+		read:     readProgress{idle: make(chan struct{})},
 	}
 	versions := opts.Versions
 	if len(versions) == 0 {
@@ -274,6 +277,9 @@ func (s *Speaker[S, R]) readLoop() {
 	// so buffering saves a system call per frame header.
 	br := bufio.NewReaderSize(s.r, payloadChunk)
 	for {
+		if br.Buffered() == 0 {
+			s.read.caughtUp()
+		}
 		msg := s.newR()
 		if err := readFrame(br, msg); err != nil {
 			if errors.Is(err, io.EOF) {
@@ -284,6 +290,7 @@ func (s *Speaker[S, R]) readLoop() {
 			s.end(err) // no-op when Close caused the read error
 			return
 		}
+		s.read.dispatchedOne() // before handing over: see Quiesce
 		s.dispatch(msg)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"cdr.dev/slog/v3"
 
@@ -112,6 +113,11 @@ func (t *Tunnel) handleStart(req *vpnpb.StartRequest) *vpnpb.StartResponse {
 	return &vpnpb.StartResponse{Success: true}
 }
 
+// quiesceWait bounds how long a Stop waits for requests that arrived with
+// it to be read; only a manager in the middle of writing a frame makes it
+// wait at all.
+const quiesceWait = 500 * time.Millisecond
+
 // handleStop stops the engine, answers any request already queued behind
 // the Stop, sends the StopResponse as the last message, and ends the session.
 func (t *Tunnel) handleStop(req *vpnpb.ManagerMessage) {
@@ -124,7 +130,12 @@ func (t *Tunnel) handleStop(req *vpnpb.ManagerMessage) {
 	} else {
 		t.logger.Info(t.ctx, "the tunnel stopped")
 	}
-	// Requests that arrived before we closed our side still get an answer.
+	// Requests that arrived before we closed our side still get an answer,
+	// including those pipelined behind the Stop and still in the reader's
+	// buffer: let the reader hand them over first.
+	qctx, cancel := context.WithTimeout(t.ctx, quiesceWait)
+	t.currentSpeaker().Quiesce(qctx)
+	cancel()
 	for drained := false; !drained; {
 		select {
 		case later := <-t.control:
