@@ -115,13 +115,26 @@ func awaitPeers(ctx context.Context, p *peerTracker, v *engineView) {
 		return
 	}
 	ids := p.agentIDs()
-	tick := time.NewTicker(5 * time.Millisecond) // the engine announces nothing
-	defer tick.Stop()
+	// The engine announces nothing, so we poll its status. Each poll builds
+	// the status of every peer and holds the engine's locks while it does,
+	// so the interval grows: a few agents are ready within a couple of
+	// polls, and a thousand are not slowed down by our asking.
+	wait := peersPollFirst
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
 	for !v.configured(ids) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-timer.C:
 		}
+		wait = min(wait*3/2, peersPollMax)
+		timer.Reset(wait)
 	}
 }
+
+// The first and the longest interval between two polls of awaitPeers.
+const (
+	peersPollFirst = 5 * time.Millisecond
+	peersPollMax   = 50 * time.Millisecond
+)
