@@ -43,23 +43,28 @@ import (
 	"unsafe"
 
 	"github.com/codervpn/codervpn/internal/buildinfo"
+	"github.com/codervpn/codervpn/internal/memlimit"
 	"github.com/codervpn/codervpn/vpnlib"
 )
 
 // registry holds every tunnel this process started through the C ABI.
 var registry vpnlib.Registry
 
-// defaultMemoryLimit is the Go runtime's soft memory limit in a host that
-// did not choose one. A packet-tunnel extension on iOS is killed at 50 MiB;
-// with a soft limit below that the collector works harder as the heap
-// nears it instead of letting garbage pile up to twice the live heap.
-// A host sets its own by putting GOMEMLIMIT (e.g. "64MiB", or "off") in the
-// environment before it loads the library.
+// defaultMemoryLimit is the floor of the Go runtime's soft memory limit in
+// a host that did not choose one. A packet-tunnel extension on iOS is killed
+// at 50 MiB; with a soft limit below that the collector works harder as the
+// heap nears it instead of letting garbage pile up to twice the live heap.
+// The limit is governed (internal/memlimit): once the live heap itself
+// outgrows the floor, as with a user of a couple of thousand agents, the
+// limit follows it with half of it again as headroom, because a fixed limit under
+// the live heap makes the collector run back to back for nothing.
+// A host sets its own fixed limit by putting GOMEMLIMIT (e.g. "64MiB", or
+// "off") in the environment before it loads the library.
 const defaultMemoryLimit = 40 << 20
 
 func init() {
 	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
-		debug.SetMemoryLimit(defaultMemoryLimit)
+		memlimit.Govern(defaultMemoryLimit)
 	}
 }
 

@@ -1,0 +1,172 @@
+// Package memlimit keeps the Go runtime's soft memory limit low while the
+// live heap is small, without letting it starve the program when the live
+// heap is large.
+//
+// A fixed soft limit (debug.SetMemoryLimit) is the right tool for a process
+// that must stay small: below it the collector runs as GOGC says, near it the
+// collector runs more often so that garbage never pushes memory past it. But
+// when the live heap itself outgrows the limit, as it does for a tunnel to a
+// couple of thousand agents, every allocation is over the limit and the
+// collector runs back to back, taking up to half the CPU (the runtime's own
+// cap) for no memory saved. Govern keeps the floor and, after every
+// collection, lifts the limit to a fixed headroom above what is live, so the
+// collector runs more often than GOGC alone would ask but never continuously.
+package memlimit
+
+import (
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"sync"
+	"time"
+)
+
+// Headroom is how much a governed limit leaves above the live heap and the
+// runtime's other memory once that is over the floor: half the live heap,
+// and at least MinHeadroom. Half, not less: with a quarter, a tunnel
+// starting to 2,000 agents spent so long in mark assists that its
+// StartResponse came 150–500 ms later (bench/RESULTS.md).
+const (
+	HeadroomDivisor = 2
+	MinHeadroom     = 4 << 20
+)
+
+// Limit is the soft memory limit Govern sets for the given floor and the
+// runtime's state after a collection: the floor, or the live heap plus its
+// headroom plus the memory that is not heap (stacks, runtime metadata),
+// whichever is higher.
+func Limit(floor, liveHeap, nonHeap int64) int64 {
+	headroom := max(liveHeap/HeadroomDivisor, MinHeadroom)
+	return max(floor, liveHeap+headroom+nonHeap)
+}
+
+// Recheck is how long a lifted limit may go without a collection before
+// the governor forces one. The limit can only come down after a collection
+// measures the live heap again, and an idle program may not collect for two
+// minutes: without the recheck, a burst of work (a start with thousands of
+// peers) would leave the limit, and the memory under it, up long after the
+// live heap shrank back.
+const Recheck = 5 * time.Second
+
+var (
+	mu       sync.Mutex
+	governed bool
+	floor    int64
+	gen      uint64 // bumped by every Govern and stop; stale hooks retire
+	recheck  *time.Timer
+	// recheckAfter is Recheck; tests shorten it.
+	recheckAfter = Recheck
+)
+
+// Govern sets a soft memory limit of at least floor bytes and keeps it
+// updated after every garbage collection until stop is called. stop leaves
+// the last limit in place; the process keeps one governor at a time.
+func Govern(f int64) (stop func()) {
+	mu.Lock()
+	gen++
+	mine := gen
+	governed, floor = true, f
+	mu.Unlock()
+	update()
+	arm(mine)
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if gen == mine {
+			gen++
+			governed = false
+			if recheck != nil {
+				recheck.Stop()
+				recheck = nil
+			}
+		}
+	}
+}
+
+// sentinel is garbage the moment it is allocated; its finalizer runs after
+// the collection that finds it, which makes it a once-per-cycle hook. It is
+// larger than the runtime's 16-byte tiny-object blocks, which would tie its
+// lifetime to whatever shares its block.
+type sentinel struct{ _ [32]byte }
+
+func arm(g uint64) {
+	runtime.SetFinalizer(&sentinel{}, func(*sentinel) {
+		mu.Lock()
+		current := governed && gen == g
+		mu.Unlock()
+		if !current {
+			return
+		}
+		update()
+		arm(g)
+	})
+}
+
+var sampleNames = []string{
+	"/gc/heap/live:bytes",
+	"/memory/classes/total:bytes",
+	"/memory/classes/heap/released:bytes",
+	"/memory/classes/heap/objects:bytes",
+	"/memory/classes/heap/unused:bytes",
+	"/memory/classes/heap/free:bytes",
+}
+
+// update sets the limit from the runtime's state after the last collection.
+func update() {
+	s := make([]metrics.Sample, len(sampleNames))
+	for i, n := range sampleNames {
+		s[i].Name = n
+	}
+	metrics.Read(s)
+	v := func(i int) int64 {
+		if s[i].Value.Kind() != metrics.KindUint64 {
+			return 0
+		}
+		return int64(s[i].Value.Uint64())
+	}
+	live := v(0)
+	nonHeap := max(0, v(1)-v(2)-v(3)-v(4)-v(5))
+	mu.Lock()
+	defer mu.Unlock()
+	if !governed {
+		return
+	}
+	limit := Limit(floor, live, nonHeap)
+	debug.SetMemoryLimit(limit)
+	if limit > floor {
+		scheduleRecheckLocked()
+	}
+}
+
+// scheduleRecheckLocked arms the recheck unless one is pending. It runs a
+// collection if none ran in the meantime; if one did, its hook already
+// updated the limit, and the recheck only re-arms while the limit is lifted.
+func scheduleRecheckLocked() {
+	if recheck != nil {
+		return
+	}
+	cycles := gcCycles()
+	recheck = time.AfterFunc(recheckAfter, func() {
+		mu.Lock()
+		recheck = nil
+		if !governed {
+			mu.Unlock()
+			return
+		}
+		if gcCycles() != cycles {
+			if debug.SetMemoryLimit(-1) > floor {
+				scheduleRecheckLocked()
+			}
+			mu.Unlock()
+			return
+		}
+		mu.Unlock()
+		runtime.GC() // its hook sets the limit and, if still lifted, re-arms
+	})
+}
+
+func gcCycles() uint64 {
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}

@@ -1,0 +1,131 @@
+package memlimit
+
+import (
+	"math"
+	"runtime"
+	"runtime/debug"
+	"testing"
+	"time"
+)
+
+func TestLimit(t *testing.T) {
+	const mib = 1 << 20
+	tests := []struct {
+		name                 string
+		floor, live, nonHeap int64
+		want                 int64
+	}{
+		{"small heap keeps the floor", 40 * mib, 8 * mib, 6 * mib, 40 * mib},
+		{"large heap gets half again on top", 40 * mib, 60 * mib, 8 * mib, 60*mib + 30*mib + 8*mib},
+		{"headroom is never under MinHeadroom", 1 * mib, 8 * mib, 2 * mib, 8*mib + MinHeadroom + 2*mib},
+		{"empty runtime keeps the floor", 40 * mib, 0, 0, 40 * mib},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Limit(tc.floor, tc.live, tc.nonHeap); got != tc.want {
+				t.Errorf("Limit(%d, %d, %d) = %d, want %d", tc.floor, tc.live, tc.nonHeap, got, tc.want)
+			}
+		})
+	}
+}
+
+var sink []byte
+
+// churn allocates n bytes of short-lived garbage and returns how many
+// collections ran meanwhile.
+func churn(n int) uint64 {
+	before := gcCycles()
+	for range n / (64 << 10) {
+		sink = make([]byte, 64<<10)
+	}
+	sink = nil
+	return gcCycles() - before
+}
+
+// With a live heap far over the floor, a fixed limit makes the collector
+// run nearly continuously; the governed limit lifts itself above the live
+// heap after a collection and the same garbage costs a handful of cycles.
+// Not parallel: the memory limit is the process's.
+func TestGovernStopsThrashing(t *testing.T) {
+	old := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(old)
+	const floor = 8 << 20
+	live := make([][]byte, 48) // 48 MiB that stays reachable
+	for i := range live {
+		live[i] = make([]byte, 1<<20)
+	}
+	defer runtime.KeepAlive(live)
+
+	debug.SetMemoryLimit(floor)
+	fixed := churn(96 << 20)
+
+	stop := Govern(floor)
+	defer stop()
+	runtime.GC()
+	deadline := time.Now().Add(10 * time.Second)
+	for debug.SetMemoryLimit(-1) < 48<<20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("limit still %d MiB after a collection with 48 MiB live", debug.SetMemoryLimit(-1)>>20)
+		}
+		runtime.GC() // the hook runs in the finalizer goroutine, after the cycle
+	}
+	governed := churn(96 << 20)
+	t.Logf("96 MiB of garbage over 48 MiB live: %d collections with a fixed %d MiB limit, %d governed (limit now %d MiB)",
+		fixed, floor>>20, governed, debug.SetMemoryLimit(-1)>>20)
+	if governed > 16 || governed*2 > fixed {
+		t.Errorf("governed limit: %d collections, fixed: %d; want at most 16 and half of the fixed", governed, fixed)
+	}
+}
+
+// After stop, collections no longer move the limit.
+func TestGovernStop(t *testing.T) {
+	old := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(old)
+	stop := Govern(1 << 20)
+	stop()
+	debug.SetMemoryLimit(math.MaxInt64 - 1)
+	live := make([]byte, 16<<20)
+	for range 3 {
+		runtime.GC()
+	}
+	runtime.KeepAlive(live)
+	// The finalizer goroutine may still hold one queued hook; it must see
+	// the stop and leave the limit alone.
+	runtime.GC()
+	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64-1 {
+		t.Errorf("limit moved to %d after stop", got)
+	}
+}
+
+// A limit lifted by a large live heap comes back down once that heap is
+// garbage, even when nothing allocates enough to start a collection: the
+// recheck forces one.
+func TestGovernLowersTheLimitWhenIdle(t *testing.T) {
+	old := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(old)
+	defer func(d time.Duration) { recheckAfter = d }(recheckAfter)
+	recheckAfter = 20 * time.Millisecond
+	const floor = 8 << 20
+	stop := Govern(floor)
+	defer stop()
+	live := make([][]byte, 48)
+	for i := range live {
+		live[i] = make([]byte, 1<<20)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for debug.SetMemoryLimit(-1) < 48<<20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("limit still %d MiB with 48 MiB live", debug.SetMemoryLimit(-1)>>20)
+		}
+		runtime.GC()
+	}
+	runtime.KeepAlive(live)
+	live = nil
+	deadline = time.Now().Add(10 * time.Second)
+	for debug.SetMemoryLimit(-1) > 24<<20 { // floor, or a few MiB of test runtime plus headroom
+		if time.Now().After(deadline) {
+			t.Fatalf("limit still %d MiB 10 s after the live heap became garbage", debug.SetMemoryLimit(-1)>>20)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval; no collection is started here
+	}
+}
