@@ -20,23 +20,37 @@ import (
 // (GetPeerDiagnostics), and each such question builds the status of every
 // peer. Rendering n agents that way costs n², which at a thousand
 // workspaces made each PeerUpdate and GetPeerUpdate take most of a second.
+//
+// It also queues the updates for the engine in batches (peerBatcher): its
+// run method must be running for them to arrive.
 type engineView struct {
 	*tailnet.Conn
+	batch *peerBatcher
 
 	mu   sync.Mutex
 	keys map[uuid.UUID]key.NodePublic
 }
 
 func newEngineView(conn *tailnet.Conn) *engineView {
-	return &engineView{Conn: conn, keys: map[uuid.UUID]key.NodePublic{}}
+	return &engineView{Conn: conn, batch: newPeerBatcher(conn.UpdatePeers), keys: map[uuid.UUID]key.NodePublic{}}
 }
 
 // UpdatePeers implements tailnet.Coordinatee: it notes each peer's key and
-// passes the updates on.
+// queues the updates for the engine.
 func (v *engineView) UpdatePeers(updates []*proto.CoordinateResponse_PeerUpdate) error {
 	v.record(updates)
-	return v.Conn.UpdatePeers(updates)
+	return v.batch.add(updates)
 }
+
+// SetAllPeersLost implements tailnet.Coordinatee. The updates still queued
+// arrived before the coordinator was lost, so they reach the engine first.
+func (v *engineView) SetAllPeersLost() {
+	v.batch.flush()
+	v.Conn.SetAllPeersLost()
+}
+
+// run delivers the queued peer updates until ctx ends.
+func (v *engineView) run(ctx context.Context) { v.batch.run(ctx) }
 
 func (v *engineView) record(updates []*proto.CoordinateResponse_PeerUpdate) {
 	v.mu.Lock()

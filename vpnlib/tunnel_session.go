@@ -144,6 +144,7 @@ func (t *Tunnel) startSession(ctx context.Context, p startParams) (_ *session, e
 		tailnet.WithDNS(conn, me.Username, tailnet.DNSNameOptions{Suffix: suffix}),
 		tailnet.WithHandler(sess.peers))
 	sess.controller = controller
+	sess.wg.Go(func() { view.run(runCtx) })
 	controller.Run(runCtx)
 	defer func() {
 		if err != nil {

@@ -1,0 +1,151 @@
+package vpnlib
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/coder/v2/tailnet/proto"
+)
+
+func numberedUpdates(from, to int) []*proto.CoordinateResponse_PeerUpdate {
+	var out []*proto.CoordinateResponse_PeerUpdate
+	for i := from; i < to; i++ {
+		out = append(out, &proto.CoordinateResponse_PeerUpdate{Reason: strconv.Itoa(i)})
+	}
+	return out
+}
+
+// recordingEngine stands in for the engine's UpdatePeers: it records each
+// batch and can be held inside a call.
+type recordingEngine struct {
+	mu      sync.Mutex
+	batches [][]string
+	entered chan struct{} // receives once per call, if set
+	gate    chan struct{} // a call waits for it, if set
+	err     error
+}
+
+func (e *recordingEngine) apply(u []*proto.CoordinateResponse_PeerUpdate) error {
+	if e.entered != nil {
+		e.entered <- struct{}{}
+	}
+	if e.gate != nil {
+		<-e.gate
+	}
+	var names []string
+	for _, x := range u {
+		names = append(names, x.GetReason())
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.batches = append(e.batches, names)
+	return e.err
+}
+
+func (e *recordingEngine) all() (calls int, order []string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, b := range e.batches {
+		order = append(order, b...)
+	}
+	return len(e.batches), order
+}
+
+func runBatcher(t *testing.T, b *peerBatcher) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { b.run(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Error("run did not return after its context ended")
+		}
+	})
+}
+
+// While the engine is busy with one batch, later updates are accepted at
+// once (the controller keeps reading the coordinator) and reach the engine
+// together, in the order they came.
+func TestPeerBatcherCoalescesInOrder(t *testing.T) {
+	t.Parallel()
+	eng := &recordingEngine{entered: make(chan struct{}, 8), gate: make(chan struct{})}
+	b := newPeerBatcher(eng.apply)
+	runBatcher(t, b)
+	if err := b.add(numberedUpdates(0, 1)); err != nil {
+		t.Fatal(err)
+	}
+	<-eng.entered // the engine holds the first batch
+	for i := 1; i < 200; i++ {
+		if err := b.add(numberedUpdates(i, i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(eng.gate)
+	b.flush()
+	calls, order := eng.all()
+	if len(order) != 200 {
+		t.Fatalf("engine got %d updates, want 200", len(order))
+	}
+	for i, name := range order {
+		if name != strconv.Itoa(i) {
+			t.Fatalf("update %d reached the engine as %s: order lost", i, name)
+		}
+	}
+	if calls != 2 {
+		t.Errorf("engine called %d times for 200 updates, 199 of them queued behind a busy engine; want 2", calls)
+	}
+}
+
+// flush returns only once everything added before it reached the engine,
+// even when a batch is in flight on the run goroutine: SetAllPeersLost
+// relies on it to come after the updates that preceded it.
+func TestPeerBatcherFlushIsABarrier(t *testing.T) {
+	t.Parallel()
+	eng := &recordingEngine{entered: make(chan struct{}, 8), gate: make(chan struct{})}
+	b := newPeerBatcher(eng.apply)
+	runBatcher(t, b)
+	_ = b.add(numberedUpdates(0, 3))
+	<-eng.entered
+	_ = b.add(numberedUpdates(3, 5))
+	flushed := make(chan struct{})
+	go func() { b.flush(); close(flushed) }()
+	select {
+	case <-flushed:
+		t.Fatal("flush returned while the engine still held the first batch")
+	case <-time.After(50 * time.Millisecond): // enough for a wrong flush to return
+	}
+	close(eng.gate)
+	<-flushed
+	if _, order := eng.all(); len(order) != 5 {
+		t.Fatalf("after flush the engine has %v, want all 5", order)
+	}
+}
+
+// An engine error ends coordination as a direct call's error would: the
+// next add returns it, and nothing more is queued.
+func TestPeerBatcherReportsEngineError(t *testing.T) {
+	t.Parallel()
+	errClosed := errors.New("engine closed")
+	eng := &recordingEngine{err: errClosed}
+	b := newPeerBatcher(eng.apply)
+	if err := b.add(numberedUpdates(0, 1)); err != nil {
+		t.Fatal(err)
+	}
+	b.flush()
+	if err := b.add(numberedUpdates(1, 2)); !errors.Is(err, errClosed) {
+		t.Fatalf("add after a failed batch = %v, want %v", err, errClosed)
+	}
+	b.flush()
+	if calls, _ := eng.all(); calls != 1 {
+		t.Errorf("engine called %d times, want 1: nothing may be applied after its error", calls)
+	}
+	if err := b.add(nil); !errors.Is(err, errClosed) {
+		t.Errorf("empty add after the error = %v", err)
+	}
+}
