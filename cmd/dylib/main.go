@@ -56,7 +56,7 @@ var registry vpnlib.Registry
 // heap nears it instead of letting garbage pile up to twice the live heap.
 // The limit is governed (internal/memlimit): once the live heap itself
 // outgrows the floor, as with a user of a couple of thousand agents, the
-// limit follows it with half of it again as headroom, because a fixed limit under
+// limit follows it with a quarter of headroom, because a fixed limit under
 // the live heap makes the collector run back to back for nothing.
 // A host sets its own fixed limit by putting GOMEMLIMIT (e.g. "64MiB", or
 // "off") in the environment before it loads the library.

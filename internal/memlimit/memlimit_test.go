@@ -16,7 +16,7 @@ func TestLimit(t *testing.T) {
 		want                 int64
 	}{
 		{"small heap keeps the floor", 40 * mib, 8 * mib, 6 * mib, 40 * mib},
-		{"large heap gets half again on top", 40 * mib, 60 * mib, 8 * mib, 60*mib + 30*mib + 8*mib},
+		{"large heap gets a quarter on top", 40 * mib, 60 * mib, 8 * mib, 60*mib + 15*mib + 8*mib},
 		{"headroom is never under MinHeadroom", 1 * mib, 8 * mib, 2 * mib, 8*mib + MinHeadroom + 2*mib},
 		{"empty runtime keeps the floor", 40 * mib, 0, 0, 40 * mib},
 	}
@@ -45,6 +45,7 @@ func churn(n int) uint64 {
 // With a live heap far over the floor, a fixed limit makes the collector
 // run nearly continuously; the governed limit lifts itself above the live
 // heap after a collection and the same garbage costs a handful of cycles.
+// Without the governor the limit never leaves the floor and the wait fails.
 // Not parallel: the memory limit is the process's.
 func TestGovernStopsThrashing(t *testing.T) {
 	old := debug.SetMemoryLimit(-1)
@@ -72,8 +73,11 @@ func TestGovernStopsThrashing(t *testing.T) {
 	governed := churn(96 << 20)
 	t.Logf("96 MiB of garbage over 48 MiB live: %d collections with a fixed %d MiB limit, %d governed (limit now %d MiB)",
 		fixed, floor>>20, governed, debug.SetMemoryLimit(-1)>>20)
-	if governed > 16 || governed*2 > fixed {
-		t.Errorf("governed limit: %d collections, fixed: %d; want at most 16 and half of the fixed", governed, fixed)
+	// The fixed count depends on how the runtime paces a collector that can
+	// never get under the limit, so it is context, not a bound; the governed
+	// count depends only on the headroom (96 MiB / 12 MiB ≈ 8).
+	if governed > 16 {
+		t.Errorf("governed limit: %d collections for 96 MiB of garbage, want at most 16 (fixed limit: %d)", governed, fixed)
 	}
 }
 
