@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,6 +47,8 @@ func BenchmarkScale(b *testing.B) {
 		ms(full.firstFull), ms(fixed.firstFull), ratio(float64(full.firstFull), float64(fixed.firstFull)), "<= 200 ms"})
 	report(row{"scale", "StartRequest → StartResponse (waits ≤ 500 ms for the engine's peers)",
 		ms(full.startResponse), ms(fixed.startResponse), ratio(float64(full.startResponse), float64(fixed.startResponse)), ""})
+	report(row{"scale", "control connection lost during the start and settle (the coordinator drops a client that falls behind)",
+		fmt.Sprint(full.reconnects), fmt.Sprint(fixed.reconnects), "", "0"})
 	report(row{"scale", "GetPeerUpdate reply with every agent", fmt.Sprintf("%.0f KiB", float64(full.snapshotBytes)/1024), "", "", ""})
 	report(row{"scale", "C host anonymous memory per agent (vs a user with none): default vs fixed",
 		fmt.Sprintf("%.1f KiB", perAgent(full)), fmt.Sprintf("%.1f KiB", perAgent(fixed)), ratio(perAgent(full), perAgent(fixed)), "<= 20 KiB"})
@@ -55,6 +58,7 @@ func BenchmarkScale(b *testing.B) {
 type scaleResult struct {
 	firstFull     time.Duration
 	startResponse time.Duration
+	reconnects    int // control connections lost during the run
 	snapshotBytes int
 	anonKB        int64
 }
@@ -121,6 +125,11 @@ func measureScale(b *testing.B, workspaces int, env string) scaleResult {
 	// Memory once the engine has every peer: the anonymous size stops
 	// moving. Sampled, since nothing announces that the engine is done.
 	r.anonKB = settledAnon(ctx, b, host)
+	for _, l := range h.Logs() {
+		if strings.Contains(l.GetMessage(), "control connection to the deployment ended") {
+			r.reconnects++
+		}
+	}
 	if _, err := h.Stop(ctx); err != nil {
 		b.Fatal(err)
 	}
