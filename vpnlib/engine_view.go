@@ -131,8 +131,10 @@ func awaitPeers(ctx context.Context, p *peerTracker, v *engineView) {
 	ids := p.agentIDs()
 	// The engine announces nothing, so we poll its status. Each poll builds
 	// the status of every peer and holds the engine's locks while it does,
-	// so the interval grows: a few agents are ready within a couple of
-	// polls, and a thousand are not slowed down by our asking.
+	// so after peersPollFast the interval grows: a few agents are ready
+	// within the fast polls (every millisecond of them delays the first
+	// byte), and a thousand are not slowed down by our asking.
+	start := time.Now()
 	wait := peersPollFirst
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
@@ -142,13 +144,17 @@ func awaitPeers(ctx context.Context, p *peerTracker, v *engineView) {
 			return
 		case <-timer.C:
 		}
-		wait = min(wait*3/2, peersPollMax)
+		if time.Since(start) > peersPollFast {
+			wait = min(wait*3/2, peersPollMax)
+		}
 		timer.Reset(wait)
 	}
 }
 
-// The first and the longest interval between two polls of awaitPeers.
+// awaitPeers polls every peersPollFirst for peersPollFast, then at an
+// interval growing to peersPollMax.
 const (
 	peersPollFirst = 5 * time.Millisecond
+	peersPollFast  = 50 * time.Millisecond
 	peersPollMax   = 50 * time.Millisecond
 )
