@@ -90,12 +90,11 @@ type chostResult struct {
 	cpuShare, wakeups  float64
 }
 
-// measureCHost runs one C host with env added to its environment.
-func measureCHost(b *testing.B, env string) chostResult {
+// startCHost starts the C host with the library loaded and env (if not
+// empty) added to this process's environment.
+func startCHost(b *testing.B, env string) *dlhost.Host {
+	b.Helper()
 	lib, hostBin := library(b)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	w := newWorld(ctx, b, vpntest.Options{}, 3)
 	environ := os.Environ()
 	if env != "" {
 		environ = append(environ, env)
@@ -104,6 +103,15 @@ func measureCHost(b *testing.B, env string) chostResult {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return host
+}
+
+// measureCHost runs one C host with env added to its environment.
+func measureCHost(b *testing.B, env string) chostResult {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	w := newWorld(ctx, b, vpntest.Options{}, 3)
+	host := startCHost(b, env)
 	defer host.Close()
 	stats := func() dlhost.Stats {
 		b.Helper()

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -67,7 +66,6 @@ type scaleResult struct {
 // environment) against a deployment with workspaces × agentsPerWorkspace
 // stub agents.
 func measureScale(b *testing.B, workspaces int, env string) scaleResult {
-	lib, hostBin := library(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	d := vpntest.New(b, vpntest.Options{})
@@ -82,14 +80,7 @@ func measureScale(b *testing.B, workspaces int, env string) scaleResult {
 			}
 		}
 	}
-	environ := os.Environ()
-	if env != "" {
-		environ = append(environ, env)
-	}
-	host, err := dlhost.Start(hostBin, lib, environ, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	host := startCHost(b, env)
 	defer host.Close()
 	h, handle := connectCHost(ctx, b, host)
 	b.ResetTimer()
