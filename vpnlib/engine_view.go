@@ -26,13 +26,15 @@ import (
 type engineView struct {
 	*tailnet.Conn
 	batch *peerBatcher
+	ended context.Context // done once the session is ending
 
 	mu   sync.Mutex
 	keys map[uuid.UUID]key.NodePublic
 }
 
-func newEngineView(conn *tailnet.Conn) *engineView {
-	return &engineView{Conn: conn, batch: newPeerBatcher(conn.UpdatePeers), keys: map[uuid.UUID]key.NodePublic{}}
+// newEngineView returns the view of conn for a session that ends with ctx.
+func newEngineView(ctx context.Context, conn *tailnet.Conn) *engineView {
+	return &engineView{Conn: conn, batch: newPeerBatcher(conn.UpdatePeers), ended: ctx, keys: map[uuid.UUID]key.NodePublic{}}
 }
 
 // UpdatePeers implements tailnet.Coordinatee: it notes each peer's key and
@@ -44,13 +46,23 @@ func (v *engineView) UpdatePeers(updates []*proto.CoordinateResponse_PeerUpdate)
 
 // SetAllPeersLost implements tailnet.Coordinatee. The updates still queued
 // arrived before the coordinator was lost, so they reach the engine first.
+//
+// When the session is ending the engine is about to close, and marking its
+// peers lost would only start work that outlives the tunnel: the engine
+// arms a timer per lost peer, and a peer that never completed a handshake
+// times out at once, each building the status of every peer. With
+// thousands of agents that was thousands of goroutines still running after
+// the tunnel reported it had stopped.
 func (v *engineView) SetAllPeersLost() {
+	if v.ended.Err() != nil {
+		return
+	}
 	v.batch.flush()
 	v.Conn.SetAllPeersLost()
 }
 
-// run delivers the queued peer updates until ctx ends.
-func (v *engineView) run(ctx context.Context) { v.batch.run(ctx) }
+// run delivers the queued peer updates until the session ends.
+func (v *engineView) run() { v.batch.run(v.ended) }
 
 func (v *engineView) record(updates []*proto.CoordinateResponse_PeerUpdate) {
 	v.mu.Lock()

@@ -117,7 +117,7 @@ func (t *Tunnel) startSession(ctx context.Context, p startParams) (_ *session, e
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	sess := &session{cancel: cancel, conn: conn, dev: dev, settings: settings, client: client}
-	view := newEngineView(conn)
+	view := newEngineView(runCtx, conn)
 	sess.peers = newPeerTracker(me.Username, suffix, view, t.sendPeerUpdate)
 	sess.waker = newWaker(conn.Rebind, wakeDebounce)
 
@@ -144,7 +144,7 @@ func (t *Tunnel) startSession(ctx context.Context, p startParams) (_ *session, e
 		tailnet.WithDNS(conn, me.Username, tailnet.DNSNameOptions{Suffix: suffix}),
 		tailnet.WithHandler(sess.peers))
 	sess.controller = controller
-	sess.wg.Go(func() { view.run(runCtx) })
+	sess.wg.Go(view.run)
 	controller.Run(runCtx)
 	defer func() {
 		if err != nil {
