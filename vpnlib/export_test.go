@@ -1,5 +1,10 @@
 package vpnlib
 
+import (
+	"os"
+	"testing"
+)
+
 // EnginePeers reports how many WireGuard peers the running session's engine
 // has, or -1 when no session runs. For tests that must know when the
 // coordinator's nodes have all reached the engine.
@@ -11,4 +16,22 @@ func (t *Tunnel) EnginePeers() int {
 		return -1
 	}
 	return len(sess.conn.Status().Peer)
+}
+
+// RPCPipes opens the two pipes between a tunnel and its manager: the tunnel
+// reads tunR and writes tunW, the manager reads mgrR and writes mgrW.
+// Closing them is left to the caller, since tests hang up on purpose.
+func RPCPipes(t testing.TB) (tunR, tunW, mgrR, mgrW *os.File) {
+	t.Helper()
+	tunR, mgrW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgrR, tunW, err = os.Pipe()
+	if err != nil {
+		_ = tunR.Close()
+		_ = mgrW.Close()
+		t.Fatal(err)
+	}
+	return tunR, tunW, mgrR, mgrW
 }

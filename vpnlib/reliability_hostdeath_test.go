@@ -3,7 +3,6 @@ package vpnlib_test
 import (
 	"context"
 	"io"
-	"os"
 	"testing"
 	"time"
 
@@ -118,14 +117,7 @@ func TestHostDies(t *testing.T) {
 func TestHostDiesMidHeader(t *testing.T) {
 	checkNoLeaks(t)
 	before := fdSet(t)
-	tunR, mgrW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mgrR, tunW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	tunR, tunW, mgrR, mgrW := vpnlib.RPCPipes(t)
 	tun, err := vpnlib.NewTunnel(vpnlib.TunnelConfig{TunFD: -1, RPCRead: tunR, RPCWrite: tunW})
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -164,14 +163,7 @@ func (r *fuzzReader) byte() byte {
 // runTunnelScript starts a Tunnel on two pipes, handshakes as the manager,
 // writes the script while reading every reply, and checks the replies.
 func runTunnelScript(t *testing.T, script []scripted) {
-	tunR, mgrW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mgrR, tunW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	tunR, tunW, mgrR, mgrW := RPCPipes(t)
 	defer mgrR.Close()
 	defer mgrW.Close()
 	tunnel, err := NewTunnel(TunnelConfig{

@@ -32,14 +32,7 @@ type rawManager struct {
 func newRawManager(t *testing.T) *rawManager {
 	t.Helper()
 	checkNoLeaks(t)
-	tunR, mgrW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mgrR, tunW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	tunR, tunW, mgrR, mgrW := vpnlib.RPCPipes(t)
 	t.Cleanup(func() {
 		for _, f := range []*os.File{tunR, mgrW, mgrR, tunW} {
 			_ = f.Close()

@@ -109,14 +109,7 @@ func TestTunnelManagerStopsReading(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	tunR, mgrW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mgrR, tunW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	tunR, tunW, mgrR, mgrW := vpnlib.RPCPipes(t)
 	utun, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
 	if err != nil {
 		t.Fatal(err)
