@@ -21,23 +21,23 @@ import (
 	"time"
 )
 
-// Headroom is how much a governed limit leaves above the live heap and the
+// headroomDivisor and minHeadroom set how much a governed limit leaves above the live heap and the
 // runtime's other memory once that is over the floor: a quarter of the live
-// heap, and at least MinHeadroom. A 2,000-agent start reaches its full
+// heap, and at least minHeadroom. A 2,000-agent start reaches its full
 // PeerUpdate in ~0.45 of the time it takes under the fixed limit, for
 // 11–15 KiB more per agent (bench/RESULTS.md); half the live heap was ~15 %
 // faster again for ~5 KiB more per agent.
 const (
-	HeadroomDivisor = 4
-	MinHeadroom     = 4 << 20
+	headroomDivisor = 4
+	minHeadroom     = 4 << 20
 )
 
-// Limit is the soft memory limit Govern sets for the given floor and the
+// limitFor is the soft memory limit Govern sets for the given floor and the
 // runtime's state after a collection: the floor, or the live heap plus its
 // headroom plus the memory that is not heap (stacks, runtime metadata),
 // whichever is higher.
-func Limit(floor, liveHeap, nonHeap int64) int64 {
-	headroom := max(liveHeap/HeadroomDivisor, MinHeadroom)
+func limitFor(floor, liveHeap, nonHeap int64) int64 {
+	headroom := max(liveHeap/headroomDivisor, minHeadroom)
 	return max(floor, liveHeap+headroom+nonHeap)
 }
 
@@ -132,7 +132,7 @@ func update() {
 	if !governed {
 		return
 	}
-	limit := Limit(floor, live, nonHeap)
+	limit := limitFor(floor, live, nonHeap)
 	debug.SetMemoryLimit(limit)
 	if limit > floor {
 		scheduleRecheckLocked()

@@ -17,13 +17,13 @@ func TestLimit(t *testing.T) {
 	}{
 		{"small heap keeps the floor", 40 * mib, 8 * mib, 6 * mib, 40 * mib},
 		{"large heap gets a quarter on top", 40 * mib, 60 * mib, 8 * mib, 60*mib + 15*mib + 8*mib},
-		{"headroom is never under MinHeadroom", 1 * mib, 8 * mib, 2 * mib, 8*mib + MinHeadroom + 2*mib},
+		{"headroom is never under minHeadroom", 1 * mib, 8 * mib, 2 * mib, 8*mib + minHeadroom + 2*mib},
 		{"empty runtime keeps the floor", 40 * mib, 0, 0, 40 * mib},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := Limit(tc.floor, tc.live, tc.nonHeap); got != tc.want {
-				t.Errorf("Limit(%d, %d, %d) = %d, want %d", tc.floor, tc.live, tc.nonHeap, got, tc.want)
+			if got := limitFor(tc.floor, tc.live, tc.nonHeap); got != tc.want {
+				t.Errorf("limitFor(%d, %d, %d) = %d, want %d", tc.floor, tc.live, tc.nonHeap, got, tc.want)
 			}
 		})
 	}
