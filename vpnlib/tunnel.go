@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdslog "log/slog"
 	"sync"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	vpnpb "github.com/codervpn/codervpn/proto"
 	"github.com/codervpn/codervpn/tunfd"
+	"github.com/codervpn/codervpn/vpnlib/speaker"
 )
 
 // tunBatch is how many packets the engine takes from the tunnel device per
@@ -54,7 +56,7 @@ type TunnelConfig struct {
 	SettingsTimeout time.Duration
 	// WriteTimeout is how long a message to the manager may make no progress
 	// (a manager that stopped reading) before the session ends with an error
-	// wrapping ErrWriteTimeout; zero means DefaultWriteTimeout. It is what
+	// wrapping speaker.ErrWriteTimeout; zero means DefaultWriteTimeout. It is what
 	// keeps the engine's callbacks, which send PeerUpdates, from blocking
 	// for ever.
 	WriteTimeout time.Duration
@@ -120,7 +122,7 @@ type Tunnel struct {
 	quick   chan *vpnpb.ManagerMessage // GetPeerUpdate and Wake
 
 	mu          sync.Mutex
-	speaker     *TunnelSpeaker
+	speaker     *speaker.Tunnel
 	state       tunnelState
 	session     *session
 	startCancel context.CancelCauseFunc // set while a Start runs
@@ -231,13 +233,11 @@ func (t *Tunnel) run() {
 	defer t.cancel()
 
 	hsCtx, hsCancel := context.WithTimeout(t.ctx, t.cfg.HandshakeTimeout)
-	sp, err := NewTunnelSpeaker(hsCtx, t.cfg.RPCRead, t.cfg.RPCWrite, SpeakerOptions[*vpnpb.ManagerMessage]{
+	sp, err := speaker.NewTunnel(hsCtx, t.cfg.RPCRead, t.cfg.RPCWrite, speaker.Options[*vpnpb.ManagerMessage]{
 		OnRequest:    t.onRequest,
 		OnMessage:    t.onMessage,
 		WriteTimeout: t.cfg.WriteTimeout,
-		// Local copy only: the speaker's own logs must not travel through
-		// the speaker.
-		Logger: slog.Make(localSink{logger: t.cfg.Logger, redactor: t.redactor}).Leveled(t.cfg.LogLevel),
+		Logger:       t.speakerLogger(),
 	})
 	hsCancel()
 	if err != nil {
@@ -257,7 +257,7 @@ func (t *Tunnel) run() {
 
 	select {
 	case <-sp.Done():
-		if err := sp.Err(); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, ErrClosed) {
+		if err := sp.Err(); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, speaker.ErrClosed) {
 			t.setErr(err)
 		}
 	case <-t.ending:
@@ -269,6 +269,16 @@ func (t *Tunnel) run() {
 	close(stopLogs)
 	_ = sp.Close()
 	wg.Wait()
+}
+
+// speakerLogger is the logger of the protocol engine: the local copy only
+// (the speaker's own logs must not travel through the speaker), and none
+// when the embedder has no logger.
+func (t *Tunnel) speakerLogger() *stdslog.Logger {
+	if t.sink.local == nil {
+		return nil
+	}
+	return newStdlibLogger(localSink{logger: t.cfg.Logger, redactor: t.redactor}, t.cfg.LogLevel, "codervpn")
 }
 
 // onRequest runs on the speaker's read goroutine: it routes each request to
@@ -300,12 +310,12 @@ func (t *Tunnel) onMessage(msg *vpnpb.ManagerMessage) {
 func (t *Tunnel) sendLog(l *vpnpb.Log) error {
 	sp := t.currentSpeaker()
 	if sp == nil {
-		return ErrClosed
+		return speaker.ErrClosed
 	}
 	return sp.Send(&vpnpb.TunnelMessage{Msg: &vpnpb.TunnelMessage_Log{Log: l}})
 }
 
-func (t *Tunnel) currentSpeaker() *TunnelSpeaker {
+func (t *Tunnel) currentSpeaker() *speaker.Tunnel {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.speaker

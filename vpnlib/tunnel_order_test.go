@@ -15,6 +15,7 @@ import (
 
 	vpnpb "github.com/codervpn/codervpn/proto"
 	"github.com/codervpn/codervpn/vpnlib"
+	"github.com/codervpn/codervpn/vpnlib/speaker"
 	"github.com/codervpn/codervpn/vpnlib/vpntest"
 )
 
@@ -178,7 +179,7 @@ func TestTunnelStartStopOrder(t *testing.T) {
 			ctx, cancel := context.WithTimeout(r.ctx, testTimeout/4)
 			defer cancel()
 			_, err := r.h.Start(ctx, &vpnpb.StartRequest{CoderUrl: r.d.URL.String(), ApiToken: r.d.Token})
-			if !errors.Is(err, vpnlib.ErrClosed) {
+			if !errors.Is(err, speaker.ErrClosed) {
 				t.Fatalf("Start after the StopResponse: %v, want the closed session's error", err)
 			}
 		}},

@@ -17,6 +17,7 @@ import (
 
 	vpnpb "github.com/codervpn/codervpn/proto"
 	"github.com/codervpn/codervpn/vpnlib"
+	"github.com/codervpn/codervpn/vpnlib/speaker"
 	"github.com/codervpn/codervpn/vpnlib/vpntest"
 )
 
@@ -137,8 +138,8 @@ func TestTunnelManagerStopsReading(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = tun.Close() })
 
-	var mgr *vpnlib.ManagerSpeaker
-	mgr, err = vpnlib.NewManagerSpeaker(ctx, reader, mgrW, vpnlib.SpeakerOptions[*vpnpb.TunnelMessage]{
+	var mgr *speaker.Manager
+	mgr, err = speaker.NewManager(ctx, reader, mgrW, speaker.Options[*vpnpb.TunnelMessage]{
 		OnRequest: func(req *vpnpb.TunnelMessage) {
 			// Accept the network settings, off the read goroutine.
 			go func() {
@@ -185,7 +186,7 @@ func TestTunnelManagerStopsReading(t *testing.T) {
 		t.Fatal("the tunnel never ended: a send into the full pipe blocks for ever")
 	}
 	t.Logf("the session ended %s after the agent was added", time.Since(started).Round(time.Millisecond))
-	if err := tun.Err(); !errors.Is(err, vpnlib.ErrWriteTimeout) {
+	if err := tun.Err(); !errors.Is(err, speaker.ErrWriteTimeout) {
 		t.Fatalf("tunnel Err = %v, want ErrWriteTimeout", err)
 	}
 	_ = mgr.Close()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/codervpn/codervpn/vpnlib"
 	"github.com/codervpn/codervpn/vpnlib/hosttest"
+	"github.com/codervpn/codervpn/vpnlib/speaker"
 	"github.com/codervpn/codervpn/vpnlib/vpntest"
 )
 
@@ -39,15 +40,15 @@ func countLogMessages(h *hosttest.Host, s string) int {
 func TestTunnelWake(t *testing.T) {
 	cases := []struct {
 		name     string
-		versions []vpnlib.Version
+		versions []speaker.Version
 		start    bool
 		wantErr  error // from the first Wake
 		wantLogs []string
 	}{
 		{name: "running, twice", start: true, wantLogs: []string{logRebound, logDebounce}},
 		{name: "not started", wantLogs: []string{logIdleWake, logIdleWake}},
-		{name: "manager speaks 1.2", versions: []vpnlib.Version{vpnlib.Version12}, start: true,
-			wantErr: vpnlib.ErrUnsupportedByPeer},
+		{name: "manager speaks 1.2", versions: []speaker.Version{speaker.Version12}, start: true,
+			wantErr: speaker.ErrUnsupportedByPeer},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -6,7 +6,7 @@ import (
 	"runtime"
 
 	"github.com/codervpn/codervpn/internal/buildinfo"
-	"github.com/codervpn/codervpn/vpnlib"
+	"github.com/codervpn/codervpn/vpnlib/speaker"
 )
 
 // run dispatches to a subcommand and returns the exit code.
@@ -35,5 +35,5 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 
 func printVersion(w io.Writer) {
 	fmt.Fprintf(w, "codervpn %s (CoderVPN protocol %s, %s, %s/%s)\n",
-		buildinfo.Version, vpnlib.CurrentVersion, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		buildinfo.Version, speaker.CurrentVersion, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }

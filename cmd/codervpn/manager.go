@@ -11,7 +11,7 @@ import (
 
 	"github.com/codervpn/codervpn/internal/status"
 	vpnpb "github.com/codervpn/codervpn/proto"
-	"github.com/codervpn/codervpn/vpnlib"
+	"github.com/codervpn/codervpn/vpnlib/speaker"
 )
 
 // tableRefresh is how often the status table is recomputed even when no
@@ -47,7 +47,7 @@ const maxHeldLogs = 256
 // PeerUpdate messages into what a person reads.
 type manager struct {
 	cfg managerConfig
-	sp  *vpnlib.ManagerSpeaker
+	sp  *speaker.Manager
 
 	ctx    context.Context // ends at Close: aborts settings being applied
 	cancel context.CancelFunc
@@ -76,7 +76,7 @@ func newManager(ctx context.Context, r io.ReadCloser, w io.WriteCloser, cfg mana
 		changed: make(chan struct{}),
 		holding: cfg.HoldLogs,
 	}
-	sp, err := vpnlib.NewManagerSpeaker(ctx, r, w, vpnlib.SpeakerOptions[*vpnpb.TunnelMessage]{
+	sp, err := speaker.NewManager(ctx, r, w, speaker.Options[*vpnpb.TunnelMessage]{
 		OnRequest: m.onRequest,
 		OnMessage: m.onMessage,
 	})
@@ -151,7 +151,7 @@ func (m *manager) serve(req *vpnpb.TunnelMessage) {
 	m.notifyLocked()
 	m.mu.Unlock()
 	err := m.sp.Reply(req, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_NetworkSettings{NetworkSettings: resp}})
-	if err != nil && !errors.Is(err, vpnlib.ErrClosed) {
+	if err != nil && !errors.Is(err, speaker.ErrClosed) {
 		m.emit(status.EventNotice, "could not answer the tunnel's network settings request: "+err.Error())
 	}
 }

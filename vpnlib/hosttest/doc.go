@@ -27,7 +27,7 @@
 // is package internal/netstack, shared with the CLI's userspace demo; Netstack,
 // NetConfig and the other names here are aliases of it.
 //
-// The manager half is vpnlib.ManagerSpeaker. It answers NetworkSettings
+// The manager half is speaker.Manager. It answers NetworkSettings
 // requests (or refuses or ignores them, per Options), records every Log and
 // PeerUpdate, and merges PeerUpdates into a PeerState that tests wait on.
 // Anything the tunnel sends that a manager would not expect is recorded as a

@@ -7,14 +7,14 @@ import (
 	"time"
 
 	vpnpb "github.com/codervpn/codervpn/proto"
-	"github.com/codervpn/codervpn/vpnlib"
+	"github.com/codervpn/codervpn/vpnlib/speaker"
 )
 
 // fakeTunnel is the smallest tunnel that exercises a Host: on Start it asks
 // the manager to apply settings and reports the answer; it answers Stop
 // (closing its side), GetPeerUpdate (with snapshot) and Wake.
 type fakeTunnel struct {
-	s        *vpnlib.TunnelSpeaker
+	s        *speaker.Tunnel
 	settings *vpnpb.NetworkSettingsRequest
 	snapshot *vpnpb.PeerUpdate
 	timeout  time.Duration // for the NetworkSettings call
@@ -34,12 +34,12 @@ func connectFake(t *testing.T, h *Host, ft *fakeTunnel) *fakeTunnel {
 	defer cancel()
 	_, r, w := h.TunnelFiles()
 	type result struct {
-		s   *vpnlib.TunnelSpeaker
+		s   *speaker.Tunnel
 		err error
 	}
 	ch := make(chan result, 1)
 	go func() {
-		s, err := vpnlib.NewTunnelSpeaker(ctx, r, w, vpnlib.SpeakerOptions[*vpnpb.ManagerMessage]{
+		s, err := speaker.NewTunnel(ctx, r, w, speaker.Options[*vpnpb.ManagerMessage]{
 			OnRequest: func(req *vpnpb.ManagerMessage) {
 				ft.wg.Add(1)
 				go ft.serve(req)
@@ -68,7 +68,7 @@ func (ft *fakeTunnel) close() {
 	ft.wg.Wait()
 }
 
-func (ft *fakeTunnel) speaker() *vpnlib.TunnelSpeaker {
+func (ft *fakeTunnel) speaker() *speaker.Tunnel {
 	for {
 		ft.mu.Lock()
 		s := ft.s

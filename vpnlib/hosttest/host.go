@@ -8,7 +8,7 @@ import (
 
 	"github.com/codervpn/codervpn/internal/netstack"
 	vpnpb "github.com/codervpn/codervpn/proto"
-	"github.com/codervpn/codervpn/vpnlib"
+	"github.com/codervpn/codervpn/vpnlib/speaker"
 )
 
 // Options configures a Host. The zero value is a well-behaved Coder Desktop:
@@ -22,9 +22,9 @@ type Options struct {
 	// so that the tunnel's timeout on that RPC can be tested.
 	IgnoreSettings bool
 	// Versions are the protocol versions the manager offers in the handshake;
-	// empty means vpnlib.CurrentVersion. Use an older list to play an older
+	// empty means speaker.CurrentVersion. Use an older list to play an older
 	// Coder Desktop.
-	Versions []vpnlib.Version
+	Versions []speaker.Version
 	// SendTunFD makes Start put the tunnel end of the utun socketpair into
 	// StartRequest.tunnel_file_descriptor, as Coder Desktop does. The fd
 	// number is only meaningful to a tunnel in this process.
@@ -50,7 +50,7 @@ type Host struct {
 	ready chan struct{} // closed when speaker is set (Connect succeeded)
 
 	mu          sync.Mutex
-	speaker     *vpnlib.ManagerSpeaker
+	speaker     *speaker.Manager
 	connecting  bool
 	settings    []*vpnpb.NetworkSettingsRequest
 	applied     *NetConfig

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	vpnpb "github.com/codervpn/codervpn/proto"
-	"github.com/codervpn/codervpn/vpnlib"
+	"github.com/codervpn/codervpn/vpnlib/speaker"
 )
 
 func TestHostPeerUpdatesLogsAndViolations(t *testing.T) {
@@ -87,12 +87,12 @@ func TestHostPeerUpdatesLogsAndViolations(t *testing.T) {
 
 func TestHostOldManagerVersion(t *testing.T) {
 	ctx := testCtx(t)
-	h := New(t, Options{Versions: []vpnlib.Version{vpnlib.Version12}})
+	h := New(t, Options{Versions: []speaker.Version{speaker.Version12}})
 	connectFake(t, h, &fakeTunnel{})
-	if v := h.Version(); v != vpnlib.Version12 {
+	if v := h.Version(); v != speaker.Version12 {
 		t.Fatalf("negotiated %v, want 1.2", v)
 	}
-	if err := h.Wake(ctx); !errors.Is(err, vpnlib.ErrUnsupportedByPeer) {
+	if err := h.Wake(ctx); !errors.Is(err, speaker.ErrUnsupportedByPeer) {
 		t.Fatalf("Wake on 1.2: err = %v, want ErrUnsupportedByPeer", err)
 	}
 }
@@ -110,7 +110,7 @@ func TestHostHangUp(t *testing.T) {
 	if !errors.Is(s.Err(), io.EOF) {
 		t.Errorf("tunnel session ended with %v, want EOF", s.Err())
 	}
-	if _, err := h.Start(testCtx(t), &vpnpb.StartRequest{}); !errors.Is(err, vpnlib.ErrClosed) {
+	if _, err := h.Start(testCtx(t), &vpnpb.StartRequest{}); !errors.Is(err, speaker.ErrClosed) {
 		t.Errorf("Start after HangUp: err = %v, want ErrClosed", err)
 	}
 }
@@ -121,7 +121,7 @@ func TestHostBeforeConnect(t *testing.T) {
 	if _, err := h.Start(ctx, &vpnpb.StartRequest{}); !errors.Is(err, errNotConnected) {
 		t.Errorf("Start before Connect: err = %v", err)
 	}
-	if h.Done() != nil || h.Err() != nil || h.Version() != (vpnlib.Version{}) {
+	if h.Done() != nil || h.Err() != nil || h.Version() != (speaker.Version{}) {
 		t.Error("Done, Err, Version should be zero before Connect")
 	}
 	if _, err := h.LookupAAAA(ctx, "a.coder"); err == nil || !strings.Contains(err.Error(), "no network settings") {

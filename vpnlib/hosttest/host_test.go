@@ -12,7 +12,7 @@ import (
 
 	"github.com/codervpn/codervpn/internal/netstack/netstacktest"
 	vpnpb "github.com/codervpn/codervpn/proto"
-	"github.com/codervpn/codervpn/vpnlib"
+	"github.com/codervpn/codervpn/vpnlib/speaker"
 )
 
 var (
@@ -59,8 +59,8 @@ func TestHostSession(t *testing.T) {
 
 	snapshot := &vpnpb.PeerUpdate{UpsertedWorkspaces: []*vpnpb.Workspace{pbWorkspace(ws1, "ws", vpnpb.Workspace_RUNNING)}}
 	ft := connectFake(t, h, &fakeTunnel{settings: goodSettings(), snapshot: snapshot})
-	if v := h.Version(); v != vpnlib.CurrentVersion {
-		t.Errorf("negotiated %v, want %v", v, vpnlib.CurrentVersion)
+	if v := h.Version(); v != speaker.CurrentVersion {
+		t.Errorf("negotiated %v, want %v", v, speaker.CurrentVersion)
 	}
 
 	resp, err := h.Start(ctx, &vpnpb.StartRequest{CoderUrl: "http://127.0.0.1:1", ApiToken: "tok"})

@@ -8,7 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	vpnpb "github.com/codervpn/codervpn/proto"
-	"github.com/codervpn/codervpn/vpnlib"
+	"github.com/codervpn/codervpn/vpnlib/speaker"
 )
 
 // errNotConnected is returned by calls made before Connect succeeded.
@@ -31,7 +31,7 @@ func (h *Host) Connect(ctx context.Context) error {
 	h.connecting = true
 	h.mu.Unlock()
 
-	s, err := vpnlib.NewManagerSpeaker(ctx, h.mgrR, h.mgrW, vpnlib.SpeakerOptions[*vpnpb.TunnelMessage]{
+	s, err := speaker.NewManager(ctx, h.mgrR, h.mgrW, speaker.Options[*vpnpb.TunnelMessage]{
 		Versions:  h.opts.Versions,
 		OnRequest: h.onRequest,
 		OnMessage: h.onMessage,
@@ -53,7 +53,7 @@ func (h *Host) Connect(ctx context.Context) error {
 }
 
 // session returns the speaker once Connect has succeeded.
-func (h *Host) session() (*vpnlib.ManagerSpeaker, error) {
+func (h *Host) session() (*speaker.Manager, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.speaker == nil {
@@ -63,11 +63,11 @@ func (h *Host) session() (*vpnlib.ManagerSpeaker, error) {
 }
 
 // Version is the negotiated protocol version (zero before Connect).
-func (h *Host) Version() vpnlib.Version {
+func (h *Host) Version() speaker.Version {
 	if s, err := h.session(); err == nil {
 		return s.Version()
 	}
-	return vpnlib.Version{}
+	return speaker.Version{}
 }
 
 // Done is closed when the session ends: the tunnel closed its side (as it
@@ -143,7 +143,7 @@ func (h *Host) Stop(ctx context.Context) (*vpnpb.StopResponse, error) {
 
 // Wake tells the tunnel the system woke from sleep. With a negotiated
 // version before 1.3 nothing is sent and the error wraps
-// vpnlib.ErrUnsupportedByPeer.
+// speaker.ErrUnsupportedByPeer.
 func (h *Host) Wake(ctx context.Context) error {
 	reply, err := h.Call(ctx, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_Wake{Wake: &vpnpb.WakeRequest{}}})
 	if err != nil {
@@ -204,7 +204,7 @@ func (h *Host) onRequest(req *vpnpb.TunnelMessage) {
 		<-h.ready // closed right after the handshake, before any request can matter
 		s, _ := h.session()
 		err := s.Reply(req, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_NetworkSettings{NetworkSettings: resp}})
-		if err != nil && !errors.Is(err, vpnlib.ErrClosed) {
+		if err != nil && !errors.Is(err, speaker.ErrClosed) {
 			h.violate("reply to NetworkSettings request %d: %v", req.GetRpc().GetMsgId(), err)
 		}
 	})

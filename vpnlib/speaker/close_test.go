@@ -1,4 +1,4 @@
-package vpnlib
+package speaker
 
 import (
 	"context"
@@ -14,13 +14,13 @@ import (
 
 // rawTunnelPeer hand-plays the manager's side of the handshake against one of
 // our tunnel speakers and returns the speaker and the manager's pipe end.
-func rawTunnelPeer(t *testing.T, opts SpeakerOptions[*vpnpb.ManagerMessage]) (*TunnelSpeaker, pipeEnd) {
+func rawTunnelPeer(t *testing.T, opts Options[*vpnpb.ManagerMessage]) (*Tunnel, pipeEnd) {
 	t.Helper()
 	peer, us := newPipePair(t)
 	if _, err := peer.w.WriteString("codervpn manager 1.3\n"); err != nil {
 		t.Fatal(err)
 	}
-	tun, err := NewTunnelSpeaker(testContext(t), us.r, us.w, opts)
+	tun, err := NewTunnel(testContext(t), us.r, us.w, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +34,7 @@ func rawTunnelPeer(t *testing.T, opts SpeakerOptions[*vpnpb.ManagerMessage]) (*T
 
 func TestSpeakerCloseIdle(t *testing.T) {
 	t.Parallel()
-	tun, _ := rawTunnelPeer(t, SpeakerOptions[*vpnpb.ManagerMessage]{})
+	tun, _ := rawTunnelPeer(t, Options[*vpnpb.ManagerMessage]{})
 	if tun.Err() != nil {
 		t.Fatalf("Err while running = %v, want nil", tun.Err())
 	}
@@ -54,7 +54,7 @@ func TestSpeakerCloseIdle(t *testing.T) {
 
 func TestSpeakerCloseUnblocksWriter(t *testing.T) {
 	t.Parallel()
-	tun, peer := rawTunnelPeer(t, SpeakerOptions[*vpnpb.ManagerMessage]{})
+	tun, peer := rawTunnelPeer(t, Options[*vpnpb.ManagerMessage]{})
 	// 1 MiB cannot fit in a pipe buffer (64 KiB on Linux, 16 KiB on macOS) and
 	// the peer stops reading after the length prefix: the write must block.
 	big := &vpnpb.TunnelMessage{Msg: &vpnpb.TunnelMessage_Log{Log: &vpnpb.Log{Message: strings.Repeat("x", 1<<20)}}}
@@ -89,7 +89,7 @@ func TestSpeakerCloseUnblocksWriter(t *testing.T) {
 
 func TestSpeakerCloseFailsPendingCalls(t *testing.T) {
 	t.Parallel()
-	tun, peer := rawTunnelPeer(t, SpeakerOptions[*vpnpb.ManagerMessage]{})
+	tun, peer := rawTunnelPeer(t, Options[*vpnpb.ManagerMessage]{})
 	const pending = 3
 	errs := make(chan error, pending)
 	for range pending {
@@ -129,7 +129,7 @@ func TestSpeakerCorruptFrameEndsSession(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			tun, peer := rawTunnelPeer(t, SpeakerOptions[*vpnpb.ManagerMessage]{})
+			tun, peer := rawTunnelPeer(t, Options[*vpnpb.ManagerMessage]{})
 			callErr := make(chan error, 1)
 			go func() {
 				_, err := tun.Call(testContext(t), &vpnpb.TunnelMessage{})
@@ -162,9 +162,9 @@ func TestSpeakerHandshakeFailureClosesFiles(t *testing.T) {
 	if _, err := peer.w.WriteString("codervpn tunnel 1.3\n"); err != nil {
 		t.Fatal(err)
 	}
-	_, err := NewTunnelSpeaker(testContext(t), us.r, us.w, SpeakerOptions[*vpnpb.ManagerMessage]{})
+	_, err := NewTunnel(testContext(t), us.r, us.w, Options[*vpnpb.ManagerMessage]{})
 	if err == nil || !strings.Contains(err.Error(), `"codervpn tunnel 1.3"`) || !strings.Contains(err.Error(), "handshake as tunnel") {
-		t.Fatalf("NewTunnelSpeaker = %v, want a handshake error quoting the peer's header", err)
+		t.Fatalf("NewTunnel = %v, want a handshake error quoting the peer's header", err)
 	}
 	if _, err := us.w.Write([]byte{0}); !errors.Is(err, os.ErrClosed) {
 		t.Fatalf("write side after failed handshake: %v, want it closed", err)
@@ -177,11 +177,11 @@ func TestSpeakerHandshakeFailureClosesFiles(t *testing.T) {
 func TestSpeakerRejectsBadVersionsOption(t *testing.T) {
 	t.Parallel()
 	_, us := newPipePair(t)
-	_, err := NewManagerSpeaker(testContext(t), us.r, us.w, SpeakerOptions[*vpnpb.TunnelMessage]{
+	_, err := NewManager(testContext(t), us.r, us.w, Options[*vpnpb.TunnelMessage]{
 		Versions: []Version{{2, 0}, {1, 3}},
 	})
-	if err == nil || !strings.Contains(err.Error(), "SpeakerOptions.Versions") {
-		t.Fatalf("NewManagerSpeaker with an unsorted list = %v", err)
+	if err == nil || !strings.Contains(err.Error(), "Options.Versions") {
+		t.Fatalf("NewManager with an unsorted list = %v", err)
 	}
 }
 
@@ -190,9 +190,9 @@ func TestSpeakerHandshakeTimeout(t *testing.T) {
 	_, us := newPipePair(t) // the peer never says anything
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	_, err := NewTunnelSpeaker(ctx, us.r, us.w, SpeakerOptions[*vpnpb.ManagerMessage]{})
+	_, err := NewTunnel(ctx, us.r, us.w, Options[*vpnpb.ManagerMessage]{})
 	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("NewTunnelSpeaker with a silent peer = %v, want deadline exceeded", err)
+		t.Fatalf("NewTunnel with a silent peer = %v, want deadline exceeded", err)
 	}
 }
 
@@ -211,15 +211,15 @@ func TestSpeakerNoFDLeak(t *testing.T) {
 	for i := range 3 {
 		mEnd, tEnd := newPipePair(t)
 		ctx := testContext(t)
-		tch := make(chan *TunnelSpeaker, 1)
+		tch := make(chan *Tunnel, 1)
 		go func() {
-			s, err := NewTunnelSpeaker(ctx, tEnd.r, tEnd.w, SpeakerOptions[*vpnpb.ManagerMessage]{})
+			s, err := NewTunnel(ctx, tEnd.r, tEnd.w, Options[*vpnpb.ManagerMessage]{})
 			if err != nil {
 				t.Error(err)
 			}
 			tch <- s
 		}()
-		m, err := NewManagerSpeaker(ctx, mEnd.r, mEnd.w, SpeakerOptions[*vpnpb.TunnelMessage]{})
+		m, err := NewManager(ctx, mEnd.r, mEnd.w, Options[*vpnpb.TunnelMessage]{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -235,7 +235,7 @@ func TestSpeakerNoFDLeak(t *testing.T) {
 		// A failed handshake closes what it was given, too.
 		bad, us := newPipePair(t)
 		_ = bad.w.Close()
-		if _, err := NewTunnelSpeaker(ctx, us.r, us.w, SpeakerOptions[*vpnpb.ManagerMessage]{}); err == nil {
+		if _, err := NewTunnel(ctx, us.r, us.w, Options[*vpnpb.ManagerMessage]{}); err == nil {
 			t.Fatal("handshake against a closed peer succeeded")
 		}
 		_ = bad.r.Close()

@@ -1,4 +1,4 @@
-package vpnlib
+package speaker
 
 import (
 	"context"
@@ -26,7 +26,7 @@ import (
 
 // These tests prove wire compatibility with Coder's own implementation of the
 // protocol (github.com/coder/coder/v2/vpn), used here only as an independent
-// peer: its Tunnel is driven by our ManagerSpeaker over real pipes.
+// peer: its Tunnel is driven by our Manager over real pipes.
 
 // fileRWC joins a pipe's read end and another's write end into the single
 // io.ReadWriteCloser Coder's tunnel wants.
@@ -111,7 +111,7 @@ func TestCoderTunnelAgainstOurManager(t *testing.T) {
 		tunCh <- tunRes{tun, err}
 	}()
 	reqs, onReq := queue[*vpnpb.TunnelMessage]()
-	m, err := NewManagerSpeaker(ctx, mEnd.r, mEnd.w, SpeakerOptions[*vpnpb.TunnelMessage]{OnRequest: onReq})
+	m, err := NewManager(ctx, mEnd.r, mEnd.w, Options[*vpnpb.TunnelMessage]{OnRequest: onReq})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package vpnlib
+package speaker
 
 import (
 	"context"
@@ -30,8 +30,8 @@ func TestSpeakerVersionGates(t *testing.T) {
 			treqs, onTReq := queue[*vpnpb.ManagerMessage]()
 			mmsgs, onMMsg := queue[*vpnpb.TunnelMessage]()
 			m, tun := speakerPair(t,
-				SpeakerOptions[*vpnpb.TunnelMessage]{Versions: []Version{tt.peer}, OnMessage: onMMsg},
-				SpeakerOptions[*vpnpb.ManagerMessage]{OnRequest: onTReq})
+				Options[*vpnpb.TunnelMessage]{Versions: []Version{tt.peer}, OnMessage: onMMsg},
+				Options[*vpnpb.ManagerMessage]{OnRequest: onTReq})
 			if m.Version() != tt.peer || tun.Version() != tt.peer {
 				t.Fatalf("negotiated %v/%v, want %v", m.Version(), tun.Version(), tt.peer)
 			}

@@ -1,4 +1,4 @@
-package vpnlib
+package speaker
 
 import (
 	"context"
@@ -17,7 +17,7 @@ func TestQuiesceHandsOverBufferedFrames(t *testing.T) {
 	peer, us := newPipePair(t)
 	var handled atomic.Int32
 	quiesced := make(chan int32, 1)
-	var tun *TunnelSpeaker
+	var tun *Tunnel
 	ready := make(chan struct{})
 	calling := make(chan struct{}) // closed just before Quiesce is called
 	onReq := func(req *vpnpb.ManagerMessage) {
@@ -51,7 +51,7 @@ func TestQuiesceHandsOverBufferedFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 	var err error
-	tun, err = NewTunnelSpeaker(testContext(t), us.r, us.w, SpeakerOptions[*vpnpb.ManagerMessage]{OnRequest: onReq})
+	tun, err = NewTunnel(testContext(t), us.r, us.w, Options[*vpnpb.ManagerMessage]{OnRequest: onReq})
 	if err != nil {
 		t.Fatal(err)
 	}

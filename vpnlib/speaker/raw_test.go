@@ -1,4 +1,4 @@
-package vpnlib
+package speaker
 
 import (
 	"bytes"
@@ -37,7 +37,7 @@ func TestRawManagerBytesAgainstOurTunnel(t *testing.T) {
 	if _, err := peer.w.Write(hand); err != nil {
 		t.Fatal(err)
 	}
-	tun, err := NewTunnelSpeaker(testContext(t), us.r, us.w, SpeakerOptions[*vpnpb.ManagerMessage]{OnRequest: onReq})
+	tun, err := NewTunnel(testContext(t), us.r, us.w, Options[*vpnpb.ManagerMessage]{OnRequest: onReq})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestRawTunnelBytesAgainstOurManager(t *testing.T) {
 	if _, err := peer.w.WriteString("codervpn tunnel 1.0,2.5\n"); err != nil {
 		t.Fatal(err)
 	}
-	m, err := NewManagerSpeaker(testContext(t), us.r, us.w, SpeakerOptions[*vpnpb.TunnelMessage]{OnMessage: onMsg})
+	m, err := NewManager(testContext(t), us.r, us.w, Options[*vpnpb.TunnelMessage]{OnMessage: onMsg})
 	if err != nil {
 		t.Fatal(err)
 	}

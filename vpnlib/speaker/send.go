@@ -1,4 +1,4 @@
-package vpnlib
+package speaker
 
 import (
 	"context"
@@ -156,7 +156,7 @@ type deadlineWriter interface{ SetWriteDeadline(time.Time) error }
 // writeFrame writes frame, ending the session when the peer reads none of it
 // for the write timeout. Where w takes deadlines the Write itself returns at
 // expiry; otherwise (io.Pipe, a blocking fd) a timer ends the session, which
-// closes w and so unblocks the Write, as NewTunnelSpeaker requires of w.
+// closes w and so unblocks the Write, as NewTunnel requires of w.
 func (s *Speaker[S, R]) writeFrame(kind string, frame []byte) error {
 	timeout := s.opts.WriteTimeout
 	if timeout == 0 {

@@ -1,4 +1,4 @@
-package vpnlib
+package speaker
 
 import (
 	"bufio"
@@ -6,12 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"cdr.dev/slog/v3"
 	"google.golang.org/protobuf/proto"
 
 	vpnpb "github.com/codervpn/codervpn/proto"
@@ -48,8 +48,8 @@ const DefaultWriteTimeout = 15 * time.Second
 // errClosedLocally is the cause recorded when our own side calls Close.
 var errClosedLocally = fmt.Errorf("%w: Close was called on this side", ErrClosed)
 
-// SpeakerOptions configures a Speaker. R is the type of message received.
-type SpeakerOptions[R Message] struct {
+// Options configures a Speaker. R is the type of message received.
+type Options[R Message] struct {
 	// Versions are the protocol versions we offer, in the handshake's order
 	// rules. Empty means []Version{CurrentVersion}. Tests use older lists to
 	// play an old peer.
@@ -69,8 +69,10 @@ type SpeakerOptions[R Message] struct {
 	// negative means wait for ever (only Close ends a blocked write).
 	WriteTimeout time.Duration
 	// Logger receives debug records about the session, never message
-	// contents (a StartRequest holds the API token). The zero value discards.
-	Logger slog.Logger
+	// contents (a StartRequest holds the API token). Nil discards them.
+	// It is the standard library's logger so that a host links the
+	// protocol without any other logging library.
+	Logger *slog.Logger
 }
 
 // Speaker is one end of a CoderVPN session: the handshake, the framing, and
@@ -81,8 +83,8 @@ type Speaker[S, R Message] struct {
 	version Version
 	r       io.ReadCloser
 	w       io.WriteCloser
-	logger  slog.Logger
-	opts    SpeakerOptions[R]
+	logger  *slog.Logger
+	opts    Options[R]
 	newR    func() R
 
 	// writeSem holds one token while a frame is being written, so frames
@@ -106,35 +108,35 @@ type Speaker[S, R Message] struct {
 	read readProgress // for Quiesce
 }
 
-// TunnelSpeaker is the tunnel's end: it sends TunnelMessages and receives
+// Tunnel is the tunnel's end: it sends TunnelMessages and receives
 // ManagerMessages.
-type TunnelSpeaker = Speaker[*vpnpb.TunnelMessage, *vpnpb.ManagerMessage]
+type Tunnel = Speaker[*vpnpb.TunnelMessage, *vpnpb.ManagerMessage]
 
-// ManagerSpeaker is the manager's end (host application, or a test playing
+// Manager is the manager's end (host application, or a test playing
 // one): it sends ManagerMessages and receives TunnelMessages.
-type ManagerSpeaker = Speaker[*vpnpb.ManagerMessage, *vpnpb.TunnelMessage]
+type Manager = Speaker[*vpnpb.ManagerMessage, *vpnpb.TunnelMessage]
 
-// NewTunnelSpeaker performs the handshake as the tunnel (bounded by ctx, which
+// NewTunnel performs the handshake as the tunnel (bounded by ctx, which
 // does not bound the session after that) and starts reading. The speaker owns
 // r and w from now on, also on error: it closes both when the handshake fails
 // and when the session ends. r and w must allow Close while a Read or Write is
 // blocked and make that call return (os.File over a non-blocking fd, such as
 // os.Pipe gives, net.Conn and io.Pipe do); otherwise Close cannot unblock them.
-func NewTunnelSpeaker(ctx context.Context, r io.ReadCloser, w io.WriteCloser,
-	opts SpeakerOptions[*vpnpb.ManagerMessage],
-) (*TunnelSpeaker, error) {
+func NewTunnel(ctx context.Context, r io.ReadCloser, w io.WriteCloser,
+	opts Options[*vpnpb.ManagerMessage],
+) (*Tunnel, error) {
 	return newSpeaker[*vpnpb.TunnelMessage](ctx, RoleTunnel, r, w, opts)
 }
 
-// NewManagerSpeaker is NewTunnelSpeaker for the manager's end.
-func NewManagerSpeaker(ctx context.Context, r io.ReadCloser, w io.WriteCloser,
-	opts SpeakerOptions[*vpnpb.TunnelMessage],
-) (*ManagerSpeaker, error) {
+// NewManager is NewTunnel for the manager's end.
+func NewManager(ctx context.Context, r io.ReadCloser, w io.WriteCloser,
+	opts Options[*vpnpb.TunnelMessage],
+) (*Manager, error) {
 	return newSpeaker[*vpnpb.ManagerMessage](ctx, RoleManager, r, w, opts)
 }
 
 func newSpeaker[S, R Message](ctx context.Context, role Role, r io.ReadCloser, w io.WriteCloser,
-	opts SpeakerOptions[R],
+	opts Options[R],
 ) (*Speaker[S, R], error) {
 	var zeroR R
 	rType := zeroR.ProtoReflect().Type()
@@ -142,7 +144,7 @@ func newSpeaker[S, R Message](ctx context.Context, role Role, r io.ReadCloser, w
 		role:     role,
 		r:        r,
 		w:        w,
-		logger:   opts.Logger.Named("codervpn").With(slog.F("role", string(role))),
+		logger:   sessionLogger(opts.Logger, role),
 		opts:     opts,
 		newR:     func() R { return rType.New().Interface().(R) },
 		writeSem: make(chan struct{}, 1),
@@ -157,7 +159,7 @@ func newSpeaker[S, R Message](ctx context.Context, role Role, r io.ReadCloser, w
 	}
 	if err := validateVersionList(versions); err != nil {
 		s.closeBoth()
-		return nil, fmt.Errorf("SpeakerOptions.Versions: %w", err)
+		return nil, fmt.Errorf("Options.Versions: %w", err)
 	}
 	v, err := handshake(ctx, r, w, s.closeBoth, role, versions)
 	if err != nil {
@@ -165,9 +167,18 @@ func newSpeaker[S, R Message](ctx context.Context, role Role, r io.ReadCloser, w
 		return nil, fmt.Errorf("CoderVPN handshake as %s: %w", role, err)
 	}
 	s.version = v
-	s.logger.Debug(ctx, "handshake complete", slog.F("version", v.String()))
+	s.logger.DebugContext(ctx, "handshake complete", "version", v.String())
 	go s.readLoop()
 	return s, nil
+}
+
+// sessionLogger is what a speaker logs to: logger (one that discards when
+// nil) with the speaker's role on every record.
+func sessionLogger(logger *slog.Logger, role Role) *slog.Logger {
+	if logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return logger.With("role", string(role))
 }
 
 // Version is the protocol version negotiated in the handshake: the newest
@@ -222,7 +233,7 @@ func (s *Speaker[S, R]) finish(cause error) {
 	s.mu.Unlock()
 	close(s.done)
 	s.closeBoth()
-	s.logger.Debug(context.Background(), "session ended", slog.Error(cause))
+	s.logger.Debug("session ended", "error", cause)
 }
 
 func (s *Speaker[S, R]) closeBoth() {
@@ -296,21 +307,20 @@ func (s *Speaker[S, R]) readLoop() {
 }
 
 func (s *Speaker[S, R]) dispatch(msg R) {
-	ctx := context.Background()
 	rpc := msg.GetRpc()
 	switch {
 	case rpc.GetResponseTo() != 0:
 		s.deliverReply(msg)
 	case rpc.GetMsgId() != 0:
 		if s.opts.OnRequest == nil {
-			s.logger.Warn(ctx, "no request handler; dropping request",
-				slog.F("kind", messageKind(msg)), slog.F("msg_id", rpc.GetMsgId()))
+			s.logger.Warn("no request handler; dropping request",
+				"kind", messageKind(msg), "msg_id", rpc.GetMsgId())
 			return
 		}
 		s.opts.OnRequest(msg)
 	default:
 		if s.opts.OnMessage == nil {
-			s.logger.Debug(ctx, "no message handler; dropping message", slog.F("kind", messageKind(msg)))
+			s.logger.Debug("no message handler; dropping message", "kind", messageKind(msg))
 			return
 		}
 		s.opts.OnMessage(msg)
@@ -325,8 +335,8 @@ func (s *Speaker[S, R]) deliverReply(msg R) {
 	s.mu.Unlock()
 	if !ok {
 		s.dropped.Add(1)
-		s.logger.Debug(context.Background(), "dropping reply nobody waits for",
-			slog.F("response_to", id), slog.F("kind", messageKind(msg)))
+		s.logger.Debug("dropping reply nobody waits for",
+			"response_to", id, "kind", messageKind(msg))
 		return
 	}
 	ch <- msg // buffered, and removed from pending: never blocks

@@ -1,4 +1,4 @@
-package vpnlib
+package speaker
 
 import (
 	"context"
@@ -47,22 +47,22 @@ func waitDone(t *testing.T, done <-chan struct{}, what string) {
 
 // speakerPair connects one of our ManagerSpeakers to one of our
 // TunnelSpeakers over two os.Pipes. Both are closed when the test ends.
-func speakerPair(t *testing.T, mopts SpeakerOptions[*vpnpb.TunnelMessage],
-	topts SpeakerOptions[*vpnpb.ManagerMessage],
-) (*ManagerSpeaker, *TunnelSpeaker) {
+func speakerPair(t *testing.T, mopts Options[*vpnpb.TunnelMessage],
+	topts Options[*vpnpb.ManagerMessage],
+) (*Manager, *Tunnel) {
 	t.Helper()
 	mEnd, tEnd := newPipePair(t)
 	ctx := testContext(t)
 	type res struct {
-		s   *TunnelSpeaker
+		s   *Tunnel
 		err error
 	}
 	tch := make(chan res, 1)
 	go func() {
-		s, err := NewTunnelSpeaker(ctx, tEnd.r, tEnd.w, topts)
+		s, err := NewTunnel(ctx, tEnd.r, tEnd.w, topts)
 		tch <- res{s, err}
 	}()
-	m, merr := NewManagerSpeaker(ctx, mEnd.r, mEnd.w, mopts)
+	m, merr := NewManager(ctx, mEnd.r, mEnd.w, mopts)
 	tr := <-tch
 	if merr != nil || tr.err != nil {
 		t.Fatalf("speaker pair: manager %v, tunnel %v", merr, tr.err)
@@ -84,8 +84,8 @@ func queue[M any]() (chan M, func(M)) {
 func TestSpeakerCallAndReply(t *testing.T) {
 	t.Parallel()
 	reqs, onReq := queue[*vpnpb.ManagerMessage]()
-	m, tun := speakerPair(t, SpeakerOptions[*vpnpb.TunnelMessage]{},
-		SpeakerOptions[*vpnpb.ManagerMessage]{OnRequest: onReq})
+	m, tun := speakerPair(t, Options[*vpnpb.TunnelMessage]{},
+		Options[*vpnpb.ManagerMessage]{OnRequest: onReq})
 	if m.Version() != CurrentVersion || tun.Version() != CurrentVersion {
 		t.Fatalf("versions %v/%v, want %v", m.Version(), tun.Version(), CurrentVersion)
 	}
@@ -119,8 +119,8 @@ func TestSpeakerDispatch(t *testing.T) {
 	t.Parallel()
 	reqs, onReq := queue[*vpnpb.TunnelMessage]()
 	msgs, onMsg := queue[*vpnpb.TunnelMessage]()
-	m, tun := speakerPair(t, SpeakerOptions[*vpnpb.TunnelMessage]{OnRequest: onReq, OnMessage: onMsg},
-		SpeakerOptions[*vpnpb.ManagerMessage]{})
+	m, tun := speakerPair(t, Options[*vpnpb.TunnelMessage]{OnRequest: onReq, OnMessage: onMsg},
+		Options[*vpnpb.ManagerMessage]{})
 	logMsg := &vpnpb.TunnelMessage{
 		Rpc: &vpnpb.RPC{MsgId: 99}, // Send ignores any RPC header the caller left on the message
 		Msg: &vpnpb.TunnelMessage_Log{Log: &vpnpb.Log{Message: "one-way"}},
@@ -170,8 +170,8 @@ func TestSpeakerConcurrentCalls(t *testing.T) {
 	t.Parallel()
 	const calls = 100
 	reqs, onReq := queue[*vpnpb.TunnelMessage]()
-	m, tun := speakerPair(t, SpeakerOptions[*vpnpb.TunnelMessage]{OnRequest: onReq},
-		SpeakerOptions[*vpnpb.ManagerMessage]{})
+	m, tun := speakerPair(t, Options[*vpnpb.TunnelMessage]{OnRequest: onReq},
+		Options[*vpnpb.ManagerMessage]{})
 
 	// The manager collects every request, then answers them in random order,
 	// each reply naming the MTU of the request it answers.
@@ -230,8 +230,8 @@ func TestSpeakerConcurrentCalls(t *testing.T) {
 func TestSpeakerCallCancelAndLateReply(t *testing.T) {
 	t.Parallel()
 	reqs, onReq := queue[*vpnpb.TunnelMessage]()
-	m, tun := speakerPair(t, SpeakerOptions[*vpnpb.TunnelMessage]{OnRequest: onReq},
-		SpeakerOptions[*vpnpb.ManagerMessage]{})
+	m, tun := speakerPair(t, Options[*vpnpb.TunnelMessage]{OnRequest: onReq},
+		Options[*vpnpb.ManagerMessage]{})
 	ns := func(mtu uint32) *vpnpb.TunnelMessage {
 		return &vpnpb.TunnelMessage{Msg: &vpnpb.TunnelMessage_NetworkSettings{NetworkSettings: &vpnpb.NetworkSettingsRequest{Mtu: mtu}}}
 	}
@@ -279,8 +279,8 @@ func TestSpeakerCallCancelAndLateReply(t *testing.T) {
 func TestSpeakerPeerHangUpFailsPendingCalls(t *testing.T) {
 	t.Parallel()
 	reqs, onReq := queue[*vpnpb.TunnelMessage]()
-	m, tun := speakerPair(t, SpeakerOptions[*vpnpb.TunnelMessage]{OnRequest: onReq},
-		SpeakerOptions[*vpnpb.ManagerMessage]{})
+	m, tun := speakerPair(t, Options[*vpnpb.TunnelMessage]{OnRequest: onReq},
+		Options[*vpnpb.ManagerMessage]{})
 	const pending = 5
 	errs := make(chan error, pending)
 	for range pending {
@@ -321,8 +321,8 @@ func TestSpeakerPeerHangUpFailsPendingCalls(t *testing.T) {
 func TestSpeakerReplyFinal(t *testing.T) {
 	t.Parallel()
 	reqs, onReq := queue[*vpnpb.ManagerMessage]()
-	m, tun := speakerPair(t, SpeakerOptions[*vpnpb.TunnelMessage]{},
-		SpeakerOptions[*vpnpb.ManagerMessage]{OnRequest: onReq})
+	m, tun := speakerPair(t, Options[*vpnpb.TunnelMessage]{},
+		Options[*vpnpb.ManagerMessage]{OnRequest: onReq})
 	go func() {
 		req := <-reqs
 		if err := tun.ReplyFinal(req, &vpnpb.TunnelMessage{Msg: &vpnpb.TunnelMessage_Stop{Stop: &vpnpb.StopResponse{Success: true}}}); err != nil {

@@ -1,4 +1,4 @@
-package vpnlib
+package speaker
 
 import (
 	"errors"
@@ -18,7 +18,7 @@ func bigLog(n int) *vpnpb.TunnelMessage {
 
 // ioPipeTunnelPeer is rawTunnelPeer over io.Pipe, a writer without
 // deadlines: the speaker must bound its writes with a timer there.
-func ioPipeTunnelPeer(t *testing.T, opts SpeakerOptions[*vpnpb.ManagerMessage]) (*TunnelSpeaker, io.Reader) {
+func ioPipeTunnelPeer(t *testing.T, opts Options[*vpnpb.ManagerMessage]) (*Tunnel, io.Reader) {
 	t.Helper()
 	toTunR, toTunW := io.Pipe()
 	fromTunR, fromTunW := io.Pipe()
@@ -31,12 +31,12 @@ func ioPipeTunnelPeer(t *testing.T, opts SpeakerOptions[*vpnpb.ManagerMessage]) 
 	// writes its own.
 	go func() { _, _ = toTunW.Write([]byte("codervpn manager 1.3\n")) }()
 	type res struct {
-		s   *TunnelSpeaker
+		s   *Tunnel
 		err error
 	}
 	ch := make(chan res, 1)
 	go func() {
-		s, err := NewTunnelSpeaker(testContext(t), toTunR, fromTunW, opts)
+		s, err := NewTunnel(testContext(t), toTunR, fromTunW, opts)
 		ch <- res{s, err}
 	}()
 	header := make([]byte, len("codervpn tunnel 1.3\n"))
@@ -60,16 +60,16 @@ func ioPipeTunnelPeer(t *testing.T, opts SpeakerOptions[*vpnpb.ManagerMessage]) 
 // over a pollable os.File (write deadline) and over io.Pipe (timer).
 func TestSpeakerWriteTimeoutEndsSession(t *testing.T) {
 	const timeout = 300 * time.Millisecond
-	opts := SpeakerOptions[*vpnpb.ManagerMessage]{WriteTimeout: timeout}
+	opts := Options[*vpnpb.ManagerMessage]{WriteTimeout: timeout}
 	cases := []struct {
 		name  string
-		start func(t *testing.T) (*TunnelSpeaker, io.Reader)
+		start func(t *testing.T) (*Tunnel, io.Reader)
 	}{
-		{name: "os.Pipe deadline", start: func(t *testing.T) (*TunnelSpeaker, io.Reader) {
+		{name: "os.Pipe deadline", start: func(t *testing.T) (*Tunnel, io.Reader) {
 			s, peer := rawTunnelPeer(t, opts)
 			return s, peer.r
 		}},
-		{name: "io.Pipe timer", start: func(t *testing.T) (*TunnelSpeaker, io.Reader) {
+		{name: "io.Pipe timer", start: func(t *testing.T) (*Tunnel, io.Reader) {
 			return ioPipeTunnelPeer(t, opts)
 		}},
 	}
@@ -113,7 +113,7 @@ func TestSpeakerWriteTimeoutEndsSession(t *testing.T) {
 func TestSpeakerWriteTimeoutIsAboutProgress(t *testing.T) {
 	t.Parallel()
 	const timeout = time.Second
-	tun, peer := rawTunnelPeer(t, SpeakerOptions[*vpnpb.ManagerMessage]{WriteTimeout: timeout})
+	tun, peer := rawTunnelPeer(t, Options[*vpnpb.ManagerMessage]{WriteTimeout: timeout})
 	const size = 2 << 20 // 32 pipe buffers: about 3 s at the pace below
 	read := make(chan error, 1)
 	go func() {

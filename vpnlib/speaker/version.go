@@ -1,4 +1,4 @@
-package vpnlib
+package speaker
 
 import (
 	"errors"
@@ -27,7 +27,7 @@ var (
 )
 
 // CurrentVersion is the newest protocol version this implementation speaks,
-// and what a speaker offers when SpeakerOptions.Versions is empty.
+// and what a speaker offers when Options.Versions is empty.
 var CurrentVersion = Version13
 
 // String formats v as "major.minor", the form used in the handshake header.
@@ -71,7 +71,7 @@ func ParseVersionList(s string) ([]Version, error) {
 }
 
 // validateVersionList checks the ordering rules of a version list (also used
-// for our own SpeakerOptions.Versions, so that we never offer a list a strict
+// for our own Options.Versions, so that we never offer a list a strict
 // peer would reject).
 func validateVersionList(vs []Version) error {
 	if len(vs) == 0 {
