@@ -139,8 +139,14 @@ const (
 )
 
 // errStoppedDuringStart is the cause given to a Start interrupted by Stop,
-// Close or the manager hanging up.
-var errStoppedDuringStart = errors.New("the tunnel was stopped while starting")
+// Close or the manager hanging up. To what it interrupts (a request to the
+// deployment, say) it is a cancellation: it matches context.Canceled.
+var errStoppedDuringStart error = stoppedDuringStart{}
+
+type stoppedDuringStart struct{}
+
+func (stoppedDuringStart) Error() string        { return "the tunnel was stopped while starting" }
+func (stoppedDuringStart) Is(target error) bool { return target == context.Canceled }
 
 // queueDepth bounds the requests waiting for their loop; beyond it the
 // reading of requests waits (see onRequest).

@@ -2,25 +2,20 @@ package vpnlib
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/netip"
-	"net/url"
 	"sync"
 	"time"
 
 	"github.com/tailscale/wireguard-go/tun"
-	"tailscale.com/tailcfg"
 
 	"cdr.dev/slog/v3"
 	"github.com/coder/coder/v2/codersdk"
-	"github.com/coder/coder/v2/codersdk/workspacesdk"
 	"github.com/coder/coder/v2/tailnet"
-	tailnetproto "github.com/coder/coder/v2/tailnet/proto"
 	"github.com/coder/quartz"
-	"github.com/coder/websocket"
+
+	"github.com/codervpn/codervpn/internal/coderd"
 )
 
 // gracefulDisconnect bounds the goodbye to the coordinator when a session
@@ -37,7 +32,7 @@ type session struct {
 	settings   *netSettings
 	peers      *peerTracker
 	waker      *waker
-	client     *coderdClient
+	client     *coderd.Client
 	wg         sync.WaitGroup
 	closeOnce  sync.Once
 	closeErr   error
@@ -54,9 +49,16 @@ func (s *session) close() error {
 		s.wg.Wait()
 		s.closeErr = s.conn.Close()
 		_ = s.dev.Close() // the engine closed it already; this is a no-op then
-		s.client.closeIdle()
+		s.client.CloseIdle()
 	})
 	return s.closeErr
+}
+
+// controllerLogger is the logger handed to the tailnet controller: the
+// tunnel's own sinks behind coderd.DemoteRetries, under the same names.
+func (t *Tunnel) controllerLogger() slog.Logger {
+	return slog.Make(coderd.DemoteRetries(t.sink)).
+		Leveled(t.cfg.LogLevel).Named("vpn").Named("session").Named("control")
 }
 
 // startSession connects to the deployment and starts the engine. It returns
@@ -64,22 +66,22 @@ func (s *session) close() error {
 // network settings.
 func (t *Tunnel) startSession(ctx context.Context, p startParams) (_ *session, err error) {
 	logger := t.logger.Named("session")
-	client := newCoderdClient(p.url, p.header, t.cfg.TLSConfig)
+	client := coderd.NewClient(p.url, p.header, t.cfg.TLSConfig)
 	defer func() {
 		if err != nil {
-			client.closeIdle()
+			client.CloseIdle()
 		}
 	}()
-	me, err := client.me(ctx)
+	me, err := client.Me(ctx)
 	if err != nil {
 		return nil, err
 	}
-	info, err := client.connectionInfo(ctx)
+	info, err := client.ConnectionInfo(ctx)
 	if err != nil {
 		return nil, err
 	}
 	suffix := dnsSuffix(info.HostnameSuffix)
-	rewriter := derpRewriter{logger: logger, accessURL: p.url}
+	rewriter := coderd.DERPRewriter{Logger: logger, AccessURL: p.url}
 	rewriter.RewriteDERPMap(info.DERPMap)
 	logger.Info(ctx, "deployment reached",
 		slog.F("user", me.Username), slog.F("hostname_suffix", suffix),
@@ -121,20 +123,10 @@ func (t *Tunnel) startSession(ctx context.Context, p startParams) (_ *session, e
 	sess.peers = newPeerTracker(me.Username, suffix, view, t.sendPeerUpdate)
 	sess.waker = newWaker(conn.Rebind, wakeDebounce)
 
-	rpcURL := p.url.JoinPath("/api/v2/tailnet")
 	// Coder's controllers log every failed redial as an error; ours log the
-	// condition once (controlHealth) and theirs at debug.
+	// condition once (the dialer's health) and theirs at debug.
 	ctrlLogger := t.controllerLogger()
-	dialer := newControlDialer(p.url, workspacesdk.NewWebsocketDialer(ctrlLogger, rpcURL,
-		&websocket.DialOptions{
-			// Headers come from client.ws's transport, once each.
-			HTTPClient:      client.ws,
-			CompressionMode: websocket.CompressionDisabled,
-		},
-		workspacesdk.WithWorkspaceUpdates(&tailnetproto.WorkspaceUpdatesRequest{
-			WorkspaceOwnerId: tailnet.UUIDToByteSlice(me.ID),
-		})))
-	dialer.health = newControlHealth(logger.Named("control"))
+	dialer := client.ControlDialer(me.ID, ctrlLogger, logger.Named("control"))
 	controller := tailnet.NewController(ctrlLogger, dialer, tailnet.WithGracefulTimeout(gracefulDisconnect))
 	coord := tailnet.NewTunnelSrcCoordController(ctrlLogger, view)
 	controller.CoordCtrl = coord
@@ -154,11 +146,11 @@ func (t *Tunnel) startSession(ctx context.Context, p startParams) (_ *session, e
 
 	// Both must happen: the control connection comes up (or is refused for
 	// good), and the host applies our first network settings (or refuses).
-	dialed, settled := dialer.first, settings.firstResult
+	dialed, settled := dialer.First(), settings.firstResult
 	for dialed != nil || settled != nil {
 		select {
 		case <-ctx.Done():
-			if last := dialer.lastError(); last != nil && dialed != nil {
+			if last := dialer.LastError(); last != nil && dialed != nil {
 				return nil, fmt.Errorf("connecting to the tailnet API: %w", last)
 			}
 			if settled != nil {
@@ -182,17 +174,6 @@ func (t *Tunnel) startSession(ctx context.Context, p startParams) (_ *session, e
 	return sess, nil
 }
 
-// derpRewriter points the deployment's embedded relay at the URL we reached
-// it by (the DERP map names the deployment's own idea of its address).
-type derpRewriter struct {
-	logger    slog.Logger
-	accessURL *url.URL
-}
-
-func (d derpRewriter) RewriteDERPMap(m *tailcfg.DERPMap) {
-	tailnet.RewriteDERPMapDefaultRelay(context.Background(), d.logger, m, d.accessURL)
-}
-
 // onceClosedDevice lets both the engine and our error paths close the
 // device without caring who was first.
 type onceClosedDevice struct {
@@ -204,89 +185,4 @@ type onceClosedDevice struct {
 func (d *onceClosedDevice) Close() error {
 	d.once.Do(func() { d.err = d.Device.Close() })
 	return d.err
-}
-
-// controlDialer wraps the websocket dialer to learn the outcome of the
-// first dial, which decides the Start: success, a refusal that retrying
-// cannot fix (401, 403, 404...), or, at the deadline, the last error.
-type controlDialer struct {
-	inner *workspacesdk.WebsocketDialer
-	base  *url.URL
-	first chan error // receives the decisive first outcome, once
-	// health, if set, logs the connection's condition changes once each.
-	health *controlHealth
-
-	once    sync.Once
-	mu      sync.Mutex
-	lastErr error
-}
-
-func newControlDialer(base *url.URL, inner *workspacesdk.WebsocketDialer) *controlDialer {
-	return &controlDialer{inner: inner, base: base, first: make(chan error, 1)}
-}
-
-// Dial implements tailnet.ControlProtocolDialer.
-func (d *controlDialer) Dial(ctx context.Context, r tailnet.ResumeTokenController) (tailnet.ControlProtocolClients, error) {
-	if d.health != nil {
-		d.health.dialing(ctx)
-	}
-	clients, err := d.inner.Dial(ctx, r)
-	// The inner dialer reports its first permanent failure on a channel of
-	// one slot and would block forever on a second: empty it every time.
-	select {
-	case <-d.inner.Connected():
-	default:
-	}
-	if err == nil {
-		d.report(nil)
-		if d.health != nil {
-			d.health.dialed(ctx, nil)
-		}
-		return clients, nil
-	}
-	described := describeDialError(d.base, err)
-	if d.health != nil {
-		d.health.dialed(ctx, described)
-	}
-	d.mu.Lock()
-	d.lastErr = described
-	d.mu.Unlock()
-	var sdkErr *codersdk.Error
-	var redirect *redirectError
-	switch {
-	case errors.As(err, &sdkErr):
-		switch sdkErr.StatusCode() {
-		case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusConflict:
-			d.report(described)
-		}
-	case errors.As(err, &redirect):
-		// Coder never redirects its API, and we never follow: retrying
-		// cannot help.
-		d.report(described)
-	}
-	return clients, err
-}
-
-func (d *controlDialer) report(err error) {
-	d.once.Do(func() { d.first <- err })
-}
-
-func (d *controlDialer) lastError() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.lastErr
-}
-
-// describeDialError names a failed control-connection dial.
-func describeDialError(base *url.URL, err error) error {
-	var sdkErr *codersdk.Error
-	if errors.As(err, &sdkErr) {
-		body, _ := json.Marshal(sdkErr.Response)
-		return describeStatus(base, "/api/v2/tailnet", sdkErr.StatusCode(), body)
-	}
-	var redirect *redirectError
-	if errors.As(err, &redirect) {
-		return describeStatus(base, "/api/v2/tailnet", redirect.status, nil)
-	}
-	return describeTransportError(base, err)
 }

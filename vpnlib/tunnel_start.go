@@ -40,7 +40,8 @@ func validateStart(req *vpnpb.StartRequest, cfgTunFD int) (startParams, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return p, fmt.Errorf("StartRequest.coder_url is not a valid URL: %w", unwrapURLError(err))
+		// url.Parse's errors are *url.Error; its Err is the part worth saying.
+		return p, fmt.Errorf("StartRequest.coder_url is not a valid URL: %w", errors.Unwrap(err))
 	}
 	// Credentials in the URL are redacted from every log and never quoted
 	// in an error; they are not sent either (the API token authenticates).

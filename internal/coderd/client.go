@@ -1,4 +1,4 @@
-package vpnlib
+package coderd
 
 import (
 	"context"
@@ -20,11 +20,12 @@ import (
 // large deployment is a few hundred KiB; anything bigger is not a Coder reply.
 const maxResponseBytes = 8 << 20
 
-// coderdClient is the small REST client the tunnel needs before it can start
-// the engine: who the token belongs to, and how to reach the deployment's
-// relays. It is our own rather than codersdk.Client so that every header is
-// sent exactly once and every failure becomes a message a user can act on.
-type coderdClient struct {
+// Client is the small REST client the tunnel needs before it can start the
+// engine: who the token belongs to, and how to reach the deployment's
+// relays; it also dials the control connection (ControlDialer). It is our
+// own rather than codersdk.Client so that every header is sent exactly once
+// and every failure becomes a message a user can act on.
+type Client struct {
 	base      *url.URL
 	transport *http.Transport
 	http      *http.Client
@@ -38,17 +39,18 @@ type coderdClient struct {
 	header http.Header
 }
 
-// newCoderdClient builds a client for base. Its transport is private to the
-// session so that closeIdle releases every connection (and its goroutines)
-// when the session ends.
-func newCoderdClient(base *url.URL, header http.Header, tlsConfig *tls.Config) *coderdClient {
+// NewClient builds a client for base that sends header (the session token,
+// custom headers, telemetry) on every request. Its transport is private to
+// the session so that CloseIdle releases every connection (and its
+// goroutines) when the session ends.
+func NewClient(base *url.URL, header http.Header, tlsConfig *tls.Config) *Client {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	if tlsConfig != nil {
 		transport.TLSClientConfig = tlsConfig.Clone()
 	}
 	transport.ResponseHeaderTimeout = 0 // the caller's context bounds each request
 	rt := &headerTransport{header: header, next: transport}
-	return &coderdClient{
+	return &Client{
 		base:      base,
 		transport: transport,
 		header:    header,
@@ -81,11 +83,11 @@ func (e *redirectError) Error() string {
 	return fmt.Sprintf("%s was redirected (%d)", e.path, e.status)
 }
 
-// closeIdle drops the client's idle connections.
-func (c *coderdClient) closeIdle() { c.transport.CloseIdleConnections() }
+// CloseIdle drops the client's idle connections.
+func (c *Client) CloseIdle() { c.transport.CloseIdleConnections() }
 
-// me fetches the user the token belongs to.
-func (c *coderdClient) me(ctx context.Context) (codersdk.User, error) {
+// Me fetches the user the token belongs to.
+func (c *Client) Me(ctx context.Context) (codersdk.User, error) {
 	var u codersdk.User
 	err := c.getJSON(ctx, "/api/v2/users/me", &u)
 	if err == nil && u.Username == "" {
@@ -94,8 +96,8 @@ func (c *coderdClient) me(ctx context.Context) (codersdk.User, error) {
 	return u, err
 }
 
-// connectionInfo fetches the DERP map and the connection policy.
-func (c *coderdClient) connectionInfo(ctx context.Context) (workspacesdk.AgentConnectionInfo, error) {
+// ConnectionInfo fetches the DERP map and the connection policy.
+func (c *Client) ConnectionInfo(ctx context.Context) (workspacesdk.AgentConnectionInfo, error) {
 	var info workspacesdk.AgentConnectionInfo
 	err := c.getJSON(ctx, "/api/v2/workspaceagents/connection", &info)
 	if err == nil && (info.DERPMap == nil || len(info.DERPMap.Regions) == 0) {
@@ -104,7 +106,7 @@ func (c *coderdClient) connectionInfo(ctx context.Context) (workspacesdk.AgentCo
 	return info, err
 }
 
-func (c *coderdClient) getJSON(ctx context.Context, path string, out any) error {
+func (c *Client) getJSON(ctx context.Context, path string, out any) error {
 	u := c.base.JoinPath(path)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
@@ -171,7 +173,7 @@ func describeTransportError(base *url.URL, err error) error {
 		return fmt.Errorf("cannot reach %s: no such host %q", where, dnsErr.Name)
 	case isTimeout(err):
 		return fmt.Errorf("cannot reach %s: timed out", where)
-	case errors.Is(err, context.Canceled) || errors.Is(err, errStoppedDuringStart):
+	case errors.Is(err, context.Canceled):
 		return fmt.Errorf("cannot reach %s: canceled", where)
 	default:
 		return fmt.Errorf("cannot reach %s: %w", where, unwrapURLError(err))

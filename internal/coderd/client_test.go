@@ -1,9 +1,11 @@
-package vpnlib
+package coderd
 
 import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -122,11 +124,11 @@ func TestCoderdClientErrors(t *testing.T) {
 			} else {
 				raw = srv.URL
 			}
-			c := newCoderdClient(mustURL(t, raw), http.Header{}, nil)
-			t.Cleanup(c.closeIdle)
+			c := NewClient(mustURL(t, raw), http.Header{}, nil)
+			t.Cleanup(c.CloseIdle)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			_, err := c.me(ctx)
+			_, err := c.Me(ctx)
 			if err == nil {
 				t.Fatal("me succeeded")
 			}
@@ -164,18 +166,18 @@ func TestCoderdClientHeadersOnce(t *testing.T) {
 	header.Set(codersdk.SessionTokenHeader, "tok-secret")
 	header.Set("X-Custom", "custom-value")
 	header.Set(codersdk.CoderDesktopTelemetryHeader, `{"device_id":"d"}`)
-	c := newCoderdClient(mustURL(t, srv.URL), header, &tls.Config{RootCAs: srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs, MinVersion: tls.VersionTLS12})
-	t.Cleanup(c.closeIdle)
+	c := NewClient(mustURL(t, srv.URL), header, &tls.Config{RootCAs: srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs, MinVersion: tls.VersionTLS12})
+	t.Cleanup(c.CloseIdle)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	me, err := c.me(ctx)
+	me, err := c.Me(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if me.Username != "alice" {
 		t.Fatalf("username %q", me.Username)
 	}
-	info, err := c.connectionInfo(ctx)
+	info, err := c.ConnectionInfo(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,9 +200,9 @@ func TestCoderdClientNoDERP(t *testing.T) {
 		_ = json.NewEncoder(w).Encode(workspacesdk.AgentConnectionInfo{})
 	}))
 	t.Cleanup(srv.Close)
-	c := newCoderdClient(mustURL(t, srv.URL), http.Header{}, nil)
-	t.Cleanup(c.closeIdle)
-	_, err := c.connectionInfo(context.Background())
+	c := NewClient(mustURL(t, srv.URL), http.Header{}, nil)
+	t.Cleanup(c.CloseIdle)
+	_, err := c.ConnectionInfo(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "no DERP relays") {
 		t.Fatalf("err = %v", err)
 	}
@@ -213,3 +215,7 @@ func TestDisplayURLHidesUserInfo(t *testing.T) {
 		t.Fatalf("displayURL = %q", got)
 	}
 }
+
+// discardLog silences net/http's server error log (TLS handshake failures
+// the tests provoke on purpose).
+func discardLog() *log.Logger { return log.New(io.Discard, "", 0) }

@@ -1,4 +1,4 @@
-package vpnlib
+package coderd
 
 import (
 	"crypto/tls"

@@ -1,4 +1,4 @@
-package vpnlib
+package coderd
 
 import (
 	"context"
@@ -25,6 +25,12 @@ var controlRetryMessages = []string{
 	"error closing tailnet clients",
 }
 
+// DemoteRetries wraps the sink of the logger handed to Coder's tailnet
+// controller: its complaint about every failed redial (controlRetryMessages)
+// passes at debug level, everything else unchanged. The control dialer's
+// health logger says the same once per change of condition instead.
+func DemoteRetries(next slog.Sink) slog.Sink { return demoteRetrySink{next: next} }
+
 // demoteRetrySink passes entries on, with controlRetryMessages lowered to
 // debug level.
 type demoteRetrySink struct{ next slog.Sink }
@@ -37,13 +43,6 @@ func (s demoteRetrySink) LogEntry(ctx context.Context, e slog.SinkEntry) {
 }
 
 func (s demoteRetrySink) Sync() { s.next.Sync() }
-
-// controllerLogger is the logger handed to the tailnet controller: the
-// tunnel's own sinks behind demoteRetrySink, under the same names.
-func (t *Tunnel) controllerLogger() slog.Logger {
-	return slog.Make(demoteRetrySink{next: t.sink}).
-		Leveled(t.cfg.LogLevel).Named("vpn").Named("session").Named("control")
-}
 
 // controlHealth turns the outcomes of control-connection dials into one line
 // per change of condition: lost, unreachable (once, however many retries),
