@@ -12,6 +12,7 @@ import (
 
 	"github.com/codervpn/codervpn/internal/linuxhost"
 	vpnpb "github.com/codervpn/codervpn/proto"
+	"github.com/codervpn/codervpn/vpnlib/manager"
 )
 
 // device is the host side of the tunnel: the fd the tunnel moves packets
@@ -21,13 +22,13 @@ import (
 type device interface {
 	// File is the fd handed to the tunnel (it dups it).
 	File() *os.File
-	// Apply applies one NetworkSettingsRequest; the error is what the tunnel
-	// is told.
-	Apply(ctx context.Context, req *vpnpb.NetworkSettingsRequest) error
+	// ApplySettings applies one NetworkSettingsRequest; the error is what
+	// the tunnel is told.
+	manager.SettingsApplier
 	// Describe names the device for people.
 	Describe() string
-	// Close undoes every setting Apply made and releases the device. It is
-	// idempotent.
+	// Close undoes every setting ApplySettings made and releases the
+	// device. It is idempotent.
 	Close() error
 }
 
@@ -102,8 +103,8 @@ func openKernelDevice(ctx context.Context, cfg kernelConfig) (_ *kernelDevice, e
 // File implements device.
 func (d *kernelDevice) File() *os.File { return d.tun }
 
-// Apply implements device.
-func (d *kernelDevice) Apply(ctx context.Context, req *vpnpb.NetworkSettingsRequest) error {
+// ApplySettings implements device.
+func (d *kernelDevice) ApplySettings(ctx context.Context, req *vpnpb.NetworkSettingsRequest) error {
 	return d.host.Apply(ctx, req)
 }
 

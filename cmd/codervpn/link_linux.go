@@ -37,7 +37,7 @@ type linkConfig struct {
 type link struct {
 	dev  device
 	proc tunnelProc
-	mgr  *manager
+	mgr  *cliManager
 
 	once    sync.Once
 	downErr error
@@ -64,7 +64,7 @@ func bringUp(ctx context.Context, dev device, cfg linkConfig) (_ *link, err erro
 
 	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	l.mgr, err = newManager(hctx, mgrR, mgrW, managerConfig{
-		Apply:    dev.Apply,
+		Settings: dev,
 		Out:      cfg.Out,
 		MinLog:   cfg.Backend.LogLevel.Proto,
 		Timeline: cfg.Timeline,
@@ -75,7 +75,7 @@ func bringUp(ctx context.Context, dev device, cfg linkConfig) (_ *link, err erro
 	if err != nil {
 		return l, l.tunnelFailure(err)
 	}
-	cfg.Out.progress(fmt.Sprintf("talking CoderVPN %s with the tunnel; starting it", l.mgr.sp.Version()))
+	cfg.Out.progress(fmt.Sprintf("talking CoderVPN %s with the tunnel; starting it", l.mgr.sess.Version()))
 
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	err = l.mgr.Start(sctx, cfg.Start)

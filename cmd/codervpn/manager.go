@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -11,21 +10,18 @@ import (
 
 	"github.com/codervpn/codervpn/internal/status"
 	vpnpb "github.com/codervpn/codervpn/proto"
-	"github.com/codervpn/codervpn/vpnlib/speaker"
+	"github.com/codervpn/codervpn/vpnlib/manager"
 )
 
 // tableRefresh is how often the status table is recomputed even when no
 // PeerUpdate arrived: an agent turns "no recent handshake" by the clock alone.
 const tableRefresh = 15 * time.Second
 
-// settingsApplier applies one NetworkSettingsRequest to the host (the kernel
-// through linuxhost, or a userspace stack); its error is what the tunnel is
-// told, as the reason the settings were refused.
-type settingsApplier func(context.Context, *vpnpb.NetworkSettingsRequest) error
-
 // managerConfig configures the CLI's half of a CoderVPN session.
 type managerConfig struct {
-	Apply settingsApplier
+	// Settings applies the tunnel's network settings to the host (the
+	// kernel through linuxnet, or a userspace stack).
+	Settings manager.SettingsApplier
 	// Out receives progress, notices, forwarded logs and the status table.
 	Out status.Sink
 	// MinLog is the lowest level of tunnel Log message passed to Out.
@@ -41,167 +37,118 @@ type managerConfig struct {
 // maxHeldLogs bounds the logs held back during Start.
 const maxHeldLogs = 256
 
-// manager plays the manager's part of the protocol for the CLI, the part the
-// NetworkExtension or Coder Desktop plays elsewhere: it starts and stops the
-// tunnel, applies the network settings it asks for, and turns its Log and
-// PeerUpdate messages into what a person reads.
-type manager struct {
-	cfg managerConfig
-	sp  *speaker.Manager
+// cliManager is the CLI's part of the manager's role, the part the
+// NetworkExtension or Coder Desktop plays elsewhere: on top of a
+// manager.Session, which speaks the protocol and applies the settings, it
+// turns the session into what a person reads (progress, notices, logs, the
+// status table) and records milestones.
+type cliManager struct {
+	cfg  managerConfig
+	sess *manager.Session
 
-	ctx    context.Context // ends at Close: aborts settings being applied
+	ctx    context.Context // ends at Close: stops the refresh loop
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
 	mu       sync.Mutex
-	peers    *status.Peers
-	pending  []*vpnpb.TunnelMessage // settings requests for the worker, in order
-	kick     chan struct{}          // wakes the worker; capacity 1
-	changed  chan struct{}          // closed and replaced on every change
-	applied  int                    // settings requests applied successfully
-	settings []*vpnpb.NetworkSettingsRequest
+	peers    *manager.Peers
+	changed  chan struct{}                   // closed and replaced on every change
+	settings []*vpnpb.NetworkSettingsRequest // applied successfully, oldest first
 	holding  bool
 	held     []status.Event
-	updates  int // PeerUpdates received
 }
 
 // newManager performs the handshake on r and w (bounded by ctx) and starts
 // serving the tunnel. It owns r and w from now on, also on error.
-func newManager(ctx context.Context, r io.ReadCloser, w io.WriteCloser, cfg managerConfig) (*manager, error) {
+func newManager(ctx context.Context, r io.ReadCloser, w io.WriteCloser, cfg managerConfig) (*cliManager, error) {
 	mctx, cancel := context.WithCancel(context.Background())
-	m := &manager{
+	peers, _ := manager.NewPeers()
+	m := &cliManager{
 		cfg: cfg, ctx: mctx, cancel: cancel,
-		peers:   status.NewPeers(),
-		kick:    make(chan struct{}, 1),
+		peers:   peers,
 		changed: make(chan struct{}),
 		holding: cfg.HoldLogs,
 	}
-	sp, err := speaker.NewManager(ctx, r, w, speaker.Options[*vpnpb.TunnelMessage]{
-		OnRequest: m.onRequest,
-		OnMessage: m.onMessage,
+	sess, err := manager.Connect(ctx, r, w, manager.Config{
+		Settings:     manager.ApplierFunc(m.applySettings),
+		OnLog:        m.onLog,
+		OnPeerUpdate: m.onPeerUpdate,
+		OnViolation:  func(err error) { m.emit(status.EventNotice, err.Error()) },
 	})
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("CoderVPN handshake with the tunnel: %w", err)
 	}
-	m.sp = sp
-	cfg.Timeline.mark(milestoneHandshake, "protocol "+sp.Version().String())
-	// Requests that arrived during the handshake are queued; the worker
-	// starts only now because it needs the speaker to answer them.
-	m.wg.Go(m.settingsWorker)
+	m.sess = sess
+	cfg.Timeline.mark(milestoneHandshake, "protocol "+sess.Version().String())
 	m.wg.Go(m.refreshLoop)
 	return m, nil
 }
 
-// onRequest runs on the speaker's read goroutine and must not block: it
-// queues settings requests for the worker, which applies them in order.
-func (m *manager) onRequest(req *vpnpb.TunnelMessage) {
-	m.mu.Lock()
-	m.pending = append(m.pending, req)
-	m.mu.Unlock()
-	select {
-	case m.kick <- struct{}{}:
-	default:
-	}
-}
-
-func (m *manager) settingsWorker() {
-	for {
-		select {
-		case <-m.ctx.Done():
-			return
-		case <-m.kick:
-		}
-		for {
-			m.mu.Lock()
-			if len(m.pending) == 0 {
-				m.mu.Unlock()
-				break
-			}
-			req := m.pending[0]
-			m.pending = m.pending[1:]
-			m.mu.Unlock()
-			m.serve(req)
-		}
-	}
-}
-
-// serve answers one request from the tunnel. The only request a tunnel may
-// send is NetworkSettings; anything else gets no answer (the tunnel's call
-// times out) and is reported.
-func (m *manager) serve(req *vpnpb.TunnelMessage) {
-	ns := req.GetNetworkSettings()
-	if ns == nil {
-		m.emit(status.EventNotice, fmt.Sprintf("the tunnel sent an unexpected %T request; ignored", req.GetMsg()))
-		return
-	}
-	resp := &vpnpb.NetworkSettingsResponse{Success: true}
-	if err := m.cfg.Apply(m.ctx, ns); err != nil {
-		resp = &vpnpb.NetworkSettingsResponse{ErrorMessage: err.Error()}
+// applySettings applies one settings request and tells the person how it
+// went; its error is the tunnel's answer.
+func (m *cliManager) applySettings(ctx context.Context, ns *vpnpb.NetworkSettingsRequest) error {
+	err := m.cfg.Settings.ApplySettings(ctx, ns)
+	if err != nil {
 		m.emit(status.EventNotice, "could not apply the tunnel's network settings: "+err.Error())
 	} else {
 		m.cfg.Timeline.mark(milestoneSettings, describeSettings(ns))
 		m.emit(status.EventProgress, "applied network settings: "+describeSettings(ns))
 	}
 	m.mu.Lock()
-	if resp.Success {
-		m.applied++
+	if err == nil {
 		m.settings = append(m.settings, ns)
 	}
 	m.notifyLocked()
 	m.mu.Unlock()
-	err := m.sp.Reply(req, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_NetworkSettings{NetworkSettings: resp}})
-	if err != nil && !errors.Is(err, speaker.ErrClosed) {
-		m.emit(status.EventNotice, "could not answer the tunnel's network settings request: "+err.Error())
-	}
+	return err
 }
 
-// onMessage handles the tunnel's one-way messages, on the read goroutine.
-func (m *manager) onMessage(msg *vpnpb.TunnelMessage) {
-	switch x := msg.GetMsg().(type) {
-	case *vpnpb.TunnelMessage_Log:
-		if x.Log.GetLevel() < m.cfg.MinLog {
-			return
-		}
-		ev := status.Event{
-			Time: time.Now(), Type: status.EventLog,
-			Level:   strings.ToLower(x.Log.GetLevel().String()),
-			Message: x.Log.GetMessage(),
-		}
-		if names := x.Log.GetLoggerNames(); len(names) > 0 || len(x.Log.GetFields()) > 0 {
-			ev.Fields = make(map[string]string, len(x.Log.GetFields())+1)
-			if len(names) > 0 {
-				ev.Fields["logger"] = strings.Join(names, ".")
-			}
-			for _, f := range x.Log.GetFields() {
-				ev.Fields[f.GetName()] = f.GetValue()
-			}
-		}
-		m.mu.Lock()
-		if m.holding {
-			if len(m.held) < maxHeldLogs {
-				m.held = append(m.held, ev)
-			}
-			m.mu.Unlock()
-			return
-		}
-		m.mu.Unlock()
-		m.cfg.Out.Emit(ev)
-	case *vpnpb.TunnelMessage_PeerUpdate:
-		m.cfg.Timeline.mark(milestonePeers, describePeerUpdate(x.PeerUpdate))
-		m.mu.Lock()
-		m.peers.Apply(x.PeerUpdate)
-		m.updates++
-		rows := m.peers.Rows(time.Now())
-		m.notifyLocked()
-		m.mu.Unlock()
-		m.cfg.Out.Emit(status.Event{Time: time.Now(), Type: status.EventPeers, Peers: rows})
+// onLog passes a tunnel log on, or holds it back during Start.
+func (m *cliManager) onLog(l *vpnpb.Log) {
+	if l.GetLevel() < m.cfg.MinLog {
+		return
 	}
+	ev := status.Event{
+		Time: time.Now(), Type: status.EventLog,
+		Level:   strings.ToLower(l.GetLevel().String()),
+		Message: l.GetMessage(),
+	}
+	if names := l.GetLoggerNames(); len(names) > 0 || len(l.GetFields()) > 0 {
+		ev.Fields = make(map[string]string, len(l.GetFields())+1)
+		if len(names) > 0 {
+			ev.Fields["logger"] = strings.Join(names, ".")
+		}
+		for _, f := range l.GetFields() {
+			ev.Fields[f.GetName()] = f.GetValue()
+		}
+	}
+	m.mu.Lock()
+	if m.holding {
+		if len(m.held) < maxHeldLogs {
+			m.held = append(m.held, ev)
+		}
+		m.mu.Unlock()
+		return
+	}
+	m.mu.Unlock()
+	m.cfg.Out.Emit(ev)
+}
+
+// onPeerUpdate merges a PeerUpdate into the picture and shows the table.
+func (m *cliManager) onPeerUpdate(u *vpnpb.PeerUpdate) {
+	m.cfg.Timeline.mark(milestonePeers, describePeerUpdate(u))
+	m.mu.Lock()
+	_ = m.peers.Apply(u) // records a manager cannot key are left out of the table
+	rows := status.Rows(m.peers, time.Now())
+	m.notifyLocked()
+	m.mu.Unlock()
+	m.cfg.Out.Emit(status.Event{Time: time.Now(), Type: status.EventPeers, Peers: rows})
 }
 
 // refreshLoop re-emits the table now and then; sinks print it only when it
 // changed (an agent's handshake went stale).
-func (m *manager) refreshLoop() {
+func (m *cliManager) refreshLoop() {
 	t := time.NewTicker(tableRefresh)
 	defer t.Stop()
 	for {
@@ -216,14 +163,10 @@ func (m *manager) refreshLoop() {
 
 // Start sends the StartRequest and returns the tunnel's verdict: the
 // StartResponse's error message, verbatim, when it failed.
-func (m *manager) Start(ctx context.Context, req *vpnpb.StartRequest) error {
-	reply, err := m.sp.Call(ctx, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_Start{Start: req}})
+func (m *cliManager) Start(ctx context.Context, req *vpnpb.StartRequest) error {
+	r, err := m.sess.Start(ctx, req)
 	if err != nil {
 		return fmt.Errorf("start the tunnel: %w", err)
-	}
-	r := reply.GetStart()
-	if r == nil {
-		return fmt.Errorf("the tunnel answered the StartRequest with %T", reply.GetMsg())
 	}
 	m.cfg.Timeline.mark(milestoneStarted, fmt.Sprintf("success=%v", r.GetSuccess()))
 	m.releaseLogs(r.GetSuccess())
@@ -234,7 +177,7 @@ func (m *manager) Start(ctx context.Context, req *vpnpb.StartRequest) error {
 }
 
 // releaseLogs ends holding logs back, printing the held ones if print.
-func (m *manager) releaseLogs(print bool) {
+func (m *cliManager) releaseLogs(print bool) {
 	m.mu.Lock()
 	held := m.held
 	m.held, m.holding = nil, false
@@ -261,14 +204,10 @@ func (e *startError) Error() string {
 // tunnel then closes its side of the session; Done reports that. (Through
 // the C host the end of the stream comes only once the host has called
 // coderStopVPN and exited, because it keeps its own copy of the fd.)
-func (m *manager) Stop(ctx context.Context) error {
-	reply, err := m.sp.Call(ctx, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_Stop{Stop: &vpnpb.StopRequest{}}})
+func (m *cliManager) Stop(ctx context.Context) error {
+	r, err := m.sess.Stop(ctx)
 	if err != nil {
 		return fmt.Errorf("stop the tunnel: %w", err)
-	}
-	r := reply.GetStop()
-	if r == nil {
-		return fmt.Errorf("the tunnel answered the StopRequest with %T", reply.GetMsg())
 	}
 	m.cfg.Timeline.mark(milestoneStopResponse, fmt.Sprintf("success=%v", r.GetSuccess()))
 	if !r.GetSuccess() {
@@ -278,37 +217,37 @@ func (m *manager) Stop(ctx context.Context) error {
 }
 
 // Done is closed when the session has ended, for whatever reason.
-func (m *manager) Done() <-chan struct{} { return m.sp.Done() }
+func (m *cliManager) Done() <-chan struct{} { return m.sess.Done() }
 
 // Err says why the session ended; a clean close by the tunnel wraps io.EOF.
-func (m *manager) Err() error { return m.sp.Err() }
+func (m *cliManager) Err() error { return m.sess.Err() }
 
 // Close ends the session (if the tunnel has not) and waits for the
 // manager's goroutines. It is idempotent.
-func (m *manager) Close() error {
-	err := m.sp.Close()
+func (m *cliManager) Close() error {
+	err := m.sess.Close()
 	m.cancel()
 	m.wg.Wait()
 	return err
 }
 
 // peerUpdates is how many PeerUpdates the tunnel has sent.
-func (m *manager) peerUpdates() int {
+func (m *cliManager) peerUpdates() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.updates
+	return m.peers.Updates
 }
 
 // Rows is the status table as of now.
-func (m *manager) Rows() []status.Row {
+func (m *cliManager) Rows() []status.Row {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.peers.Rows(time.Now())
+	return status.Rows(m.peers, time.Now())
 }
 
 // Wait blocks until cond (called with the manager's state locked) holds,
 // the session ends, or ctx is done.
-func (m *manager) Wait(ctx context.Context, cond func(v managerView) bool) error {
+func (m *cliManager) Wait(ctx context.Context, cond func(v managerView) bool) error {
 	for {
 		m.mu.Lock()
 		ok := cond(managerView{m})
@@ -319,8 +258,8 @@ func (m *manager) Wait(ctx context.Context, cond func(v managerView) bool) error
 		}
 		select {
 		case <-ch:
-		case <-m.sp.Done():
-			return fmt.Errorf("the tunnel session ended: %w", m.sp.Err())
+		case <-m.sess.Done():
+			return fmt.Errorf("the tunnel session ended: %w", m.sess.Err())
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -328,19 +267,19 @@ func (m *manager) Wait(ctx context.Context, cond func(v managerView) bool) error
 }
 
 // managerView is what a Wait condition may look at.
-type managerView struct{ m *manager }
+type managerView struct{ m *cliManager }
 
 // Rows is the status table.
-func (v managerView) Rows() []status.Row { return v.m.peers.Rows(time.Now()) }
+func (v managerView) Rows() []status.Row { return status.Rows(v.m.peers, time.Now()) }
 
 // Settings lists the settings requests applied so far, oldest first.
 func (v managerView) Settings() []*vpnpb.NetworkSettingsRequest { return v.m.settings }
 
-func (m *manager) notifyLocked() {
+func (m *cliManager) notifyLocked() {
 	close(m.changed)
 	m.changed = make(chan struct{})
 }
 
-func (m *manager) emit(t status.EventType, msg string) {
+func (m *cliManager) emit(t status.EventType, msg string) {
 	m.cfg.Out.Emit(status.Event{Time: time.Now(), Type: t, Message: msg})
 }

@@ -44,10 +44,10 @@ func (d *userspaceDevice) Describe() string {
 	return "a socketpair with a userspace TCP/IP stack (no TUN)"
 }
 
-// Apply implements device: like a NetworkExtension, the stack replaces its
-// whole configuration with each request; the DNS servers are remembered for
-// lookups.
-func (d *userspaceDevice) Apply(_ context.Context, req *vpnpb.NetworkSettingsRequest) error {
+// ApplySettings implements device: like a NetworkExtension, the stack
+// replaces its whole configuration with each request; the DNS servers are
+// remembered for lookups.
+func (d *userspaceDevice) ApplySettings(_ context.Context, req *vpnpb.NetworkSettingsRequest) error {
 	cfg, err := netstack.ParseSettings(req)
 	if err != nil {
 		return fmt.Errorf("invalid network settings: %w", err)

@@ -3,9 +3,10 @@
 // one JSON event per line.
 //
 // The tunnel sends a full snapshot once and then only changes, so the manager
-// has to keep the picture itself; Peers does that. Rendering is separate
-// (Table, Sink) so that the same picture can be printed for people and for
-// machines, and so that tests can check the text without a running tunnel.
+// has to keep the picture itself; manager.Peers does that, and Rows reads
+// the table's lines from it. Rendering is separate (Table, Sink) so that the
+// same picture can be printed for people and for machines, and so that
+// tests can check the text without a running tunnel.
 package status
 
 import (
@@ -13,7 +14,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	vpnpb "github.com/codervpn/codervpn/proto"
+	"github.com/codervpn/codervpn/vpnlib/manager"
 )
 
 // HandshakeStale is how old a WireGuard handshake may be before an agent is
@@ -70,56 +74,18 @@ func (r Row) Path() string {
 	}
 }
 
-// Peers accumulates PeerUpdates into the current set of workspaces and agents.
-// It is not safe for concurrent use; the caller serialises Apply and Rows.
-type Peers struct {
-	workspaces map[string]*vpnpb.Workspace
-	agents     map[string]*vpnpb.Agent
-}
-
-// NewPeers returns an empty picture.
-func NewPeers() *Peers {
-	return &Peers{
-		workspaces: make(map[string]*vpnpb.Workspace),
-		agents:     make(map[string]*vpnpb.Agent),
-	}
-}
-
-// Apply merges one PeerUpdate: deletions first, then upserts, so that an
-// update that deletes and re-adds the same id (a rebuilt agent) keeps it.
-func (p *Peers) Apply(u *vpnpb.PeerUpdate) {
-	for _, w := range u.GetDeletedWorkspaces() {
-		delete(p.workspaces, string(w.GetId()))
-	}
-	for _, a := range u.GetDeletedAgents() {
-		delete(p.agents, string(a.GetId()))
-	}
-	for _, w := range u.GetUpsertedWorkspaces() {
-		p.workspaces[string(w.GetId())] = w
-	}
-	for _, a := range u.GetUpsertedAgents() {
-		p.agents[string(a.GetId())] = a
-	}
-}
-
-// Reset forgets everything, for when a full snapshot replaces the picture.
-func (p *Peers) Reset() {
-	clear(p.workspaces)
-	clear(p.agents)
-}
-
-// Rows returns the table's rows as of now, sorted by workspace then agent name.
-// An agent whose workspace the tunnel has not (yet) reported is still shown,
-// under its workspace id, rather than silently dropped.
-func (p *Peers) Rows(now time.Time) []Row {
-	rows := make([]Row, 0, len(p.agents)+len(p.workspaces))
-	withAgents := make(map[string]bool, len(p.workspaces))
-	for _, a := range p.agents {
-		wsID := string(a.GetWorkspaceId())
+// Rows returns the table's rows for p as of now, sorted by workspace then
+// agent name. An agent whose workspace the tunnel has not (yet) reported is
+// still shown, under its workspace id, rather than silently dropped.
+func Rows(p *manager.Peers, now time.Time) []Row {
+	rows := make([]Row, 0, len(p.Agents)+len(p.Workspaces))
+	withAgents := make(map[uuid.UUID]bool, len(p.Workspaces))
+	for _, a := range p.Agents {
+		wsID := uuid.UUID(a.GetWorkspaceId()) // Peers holds only 16-byte ids
 		withAgents[wsID] = true
-		ws := p.workspaces[wsID]
+		ws := p.Workspaces[wsID]
 		r := Row{
-			Workspace: workspaceName(ws, a.GetWorkspaceId()),
+			Workspace: workspaceName(ws, wsID),
 			Agent:     a.GetName(),
 			Name:      shortestName(a.GetFqdn()),
 			Addresses: append([]string(nil), a.GetIpAddrs()...),
@@ -135,7 +101,7 @@ func (p *Peers) Rows(now time.Time) []Row {
 		}
 		rows = append(rows, r)
 	}
-	for id, ws := range p.workspaces {
+	for id, ws := range p.Workspaces {
 		if withAgents[id] {
 			continue
 		}
@@ -165,11 +131,11 @@ func workspaceStatus(ws *vpnpb.Workspace) string {
 	return strings.ToLower(ws.GetStatus().String())
 }
 
-func workspaceName(ws *vpnpb.Workspace, id []byte) string {
+func workspaceName(ws *vpnpb.Workspace, id uuid.UUID) string {
 	if ws != nil && ws.GetName() != "" {
 		return ws.GetName()
 	}
-	return "(workspace " + formatUUID(id) + ")"
+	return "(workspace " + id.String() + ")"
 }
 
 // shortestName picks the name a person would type: the shortest FQDN, without
@@ -183,24 +149,4 @@ func shortestName(fqdns []string) string {
 		}
 	}
 	return best
-}
-
-func formatUUID(b []byte) string {
-	const hexdigits = "0123456789abcdef"
-	if len(b) != 16 {
-		var sb strings.Builder
-		for _, c := range b {
-			sb.WriteByte(hexdigits[c>>4])
-			sb.WriteByte(hexdigits[c&0xf])
-		}
-		return sb.String()
-	}
-	out := make([]byte, 0, 36)
-	for i, c := range b {
-		if i == 4 || i == 6 || i == 8 || i == 10 {
-			out = append(out, '-')
-		}
-		out = append(out, hexdigits[c>>4], hexdigits[c&0xf])
-	}
-	return string(out)
 }

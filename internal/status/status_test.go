@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	vpnpb "github.com/codervpn/codervpn/proto"
+	"github.com/codervpn/codervpn/vpnlib/manager"
 )
 
 var now = time.Date(2026, 1, 2, 15, 4, 5, 0, time.UTC)
@@ -124,11 +125,11 @@ func TestTable(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			p := NewPeers()
-			for _, u := range tc.updates {
-				p.Apply(u)
+			p, err := manager.NewPeers(tc.updates...)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if got := Table(p.Rows(now)); got != tc.want {
+			if got := Table(Rows(p, now)); got != tc.want {
 				t.Errorf("table mismatch\n got:\n%s\nwant:\n%s", got, tc.want)
 			}
 		})
@@ -149,9 +150,11 @@ func TestHandshakeStaleBoundary(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			p := NewPeers()
-			p.Apply(&vpnpb.PeerUpdate{UpsertedAgents: []*vpnpb.Agent{agent(1, 2, "a", "w", "fd60::1", handshake(tc.ago))}})
-			if got := p.Rows(now)[0].State; got != string(tc.want) {
+			p, err := manager.NewPeers(&vpnpb.PeerUpdate{UpsertedAgents: []*vpnpb.Agent{agent(1, 2, "a", "w", "fd60::1", handshake(tc.ago))}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := Rows(p, now)[0].State; got != string(tc.want) {
 				t.Errorf("state = %q, want %q", got, tc.want)
 			}
 		})

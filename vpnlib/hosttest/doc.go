@@ -27,9 +27,11 @@
 // is package internal/netstack, shared with the CLI's userspace demo; Netstack,
 // NetConfig and the other names here are aliases of it.
 //
-// The manager half is speaker.Manager. It answers NetworkSettings
-// requests (or refuses or ignores them, per Options), records every Log and
-// PeerUpdate, and merges PeerUpdates into a PeerState that tests wait on.
-// Anything the tunnel sends that a manager would not expect is recorded as a
-// violation (Violations) instead of failing the test from a goroutine.
+// The manager half is a manager.Session, the same one the CLI uses. The
+// Host applies its NetworkSettings requests to the stack (or refuses or
+// ignores them, per Options), records every Log and PeerUpdate, and merges
+// PeerUpdates into a PeerState that tests wait on. Every call returns once
+// what the tunnel sent before its reply is recorded. Anything the tunnel
+// sends that a manager would not expect is recorded as a violation
+// (Violations) instead of failing the test from a goroutine.
 package hosttest

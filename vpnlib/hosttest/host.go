@@ -8,6 +8,7 @@ import (
 
 	"github.com/codervpn/codervpn/internal/netstack"
 	vpnpb "github.com/codervpn/codervpn/proto"
+	"github.com/codervpn/codervpn/vpnlib/manager"
 	"github.com/codervpn/codervpn/vpnlib/speaker"
 )
 
@@ -47,10 +48,8 @@ type Host struct {
 	// manager→tunnel to mgrW.
 	mgrR, mgrW *os.File
 
-	ready chan struct{} // closed when speaker is set (Connect succeeded)
-
 	mu          sync.Mutex
-	speaker     *speaker.Manager
+	sess        *manager.Session
 	connecting  bool
 	settings    []*vpnpb.NetworkSettingsRequest
 	applied     *NetConfig
@@ -61,7 +60,6 @@ type Host struct {
 	changed     chan struct{} // closed and replaced whenever anything above changes
 	closed      bool
 
-	wg        sync.WaitGroup // replies and the session watcher
 	closeOnce sync.Once
 }
 
@@ -99,7 +97,7 @@ func newHost(t testing.TB, opts Options) (*Host, error) {
 		mgrW.Close()
 		return nil, fmt.Errorf("create the tunnel→manager pipe: %w", err)
 	}
-	peers, _ := NewPeerState()
+	peers, _ := manager.NewPeers()
 	return &Host{
 		t:       t,
 		opts:    opts,
@@ -110,7 +108,6 @@ func newHost(t testing.TB, opts Options) (*Host, error) {
 		tunW:    tunW,
 		mgrR:    mgrR,
 		mgrW:    mgrW,
-		ready:   make(chan struct{}),
 		peers:   peers,
 		changed: make(chan struct{}),
 	}, nil
@@ -155,7 +152,7 @@ func (h *Host) Netstack() *Netstack { return h.net }
 // dies: the tunnel reads EOF and its writes fail. Pending calls fail.
 func (h *Host) HangUp() {
 	h.mu.Lock()
-	s := h.speaker
+	s := h.sess
 	h.mu.Unlock()
 	if s != nil {
 		s.Close()
@@ -173,7 +170,6 @@ func (h *Host) Close() {
 		h.closed = true
 		h.mu.Unlock()
 		h.HangUp()
-		h.wg.Wait()
 		h.net.Close()
 		h.CloseTunnelEnds()
 		h.mu.Lock()

@@ -10,10 +10,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/codervpn/codervpn/internal/netstack/netstacktest"
 	vpnpb "github.com/codervpn/codervpn/proto"
 	"github.com/codervpn/codervpn/vpnlib/speaker"
 )
+
+var (
+	ws1 = uuid.MustParse("00000000-0000-0000-0000-0000000000a1")
+	ag1 = uuid.MustParse("00000000-0000-0000-0000-0000000000b1")
+)
+
+func pbWorkspace(id uuid.UUID, name string, st vpnpb.Workspace_Status) *vpnpb.Workspace {
+	return &vpnpb.Workspace{Id: id[:], Name: name, Status: st}
+}
+
+func pbAgent(id, ws uuid.UUID, name string, fqdn ...string) *vpnpb.Agent {
+	return &vpnpb.Agent{Id: id[:], WorkspaceId: ws[:], Name: name, Fqdn: fqdn}
+}
 
 var (
 	hostAddr  = netip.MustParseAddr("fd60:627a:a42b:1::1")

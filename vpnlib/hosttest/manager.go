@@ -7,7 +7,9 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/codervpn/codervpn/internal/netstack"
 	vpnpb "github.com/codervpn/codervpn/proto"
+	"github.com/codervpn/codervpn/vpnlib/manager"
 	"github.com/codervpn/codervpn/vpnlib/speaker"
 )
 
@@ -31,35 +33,36 @@ func (h *Host) Connect(ctx context.Context) error {
 	h.connecting = true
 	h.mu.Unlock()
 
-	s, err := speaker.NewManager(ctx, h.mgrR, h.mgrW, speaker.Options[*vpnpb.TunnelMessage]{
-		Versions:  h.opts.Versions,
-		OnRequest: h.onRequest,
-		OnMessage: h.onMessage,
+	s, err := manager.Connect(ctx, h.mgrR, h.mgrW, manager.Config{
+		Versions:     h.opts.Versions,
+		Settings:     manager.ApplierFunc(h.applySettings),
+		OnLog:        h.onLog,
+		OnPeerUpdate: h.onPeerUpdate,
+		OnViolation:  func(err error) { h.violate("%w", err) },
 	})
 	if err != nil {
 		return fmt.Errorf("connect to the tunnel as its manager: %w", err)
 	}
 	h.mu.Lock()
-	h.speaker = s
+	h.sess = s
 	closed := h.closed
 	h.notifyLocked()
 	h.mu.Unlock()
-	close(h.ready)
-	if closed { // Close ran during the handshake and saw no speaker to close
+	if closed { // Close ran during the handshake and saw no session to close
 		s.Close()
 		return errors.New("hosttest: the Host was closed during Connect")
 	}
 	return nil
 }
 
-// session returns the speaker once Connect has succeeded.
-func (h *Host) session() (*speaker.Manager, error) {
+// session returns the manager's session once Connect has succeeded.
+func (h *Host) session() (*manager.Session, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.speaker == nil {
+	if h.sess == nil {
 		return nil, errNotConnected
 	}
-	return h.speaker, nil
+	return h.sess, nil
 }
 
 // Version is the negotiated protocol version (zero before Connect).
@@ -70,9 +73,10 @@ func (h *Host) Version() speaker.Version {
 	return speaker.Version{}
 }
 
-// Done is closed when the session ends: the tunnel closed its side (as it
-// does after StopResponse), a frame was corrupt, or HangUp/Close. It is nil,
-// and blocks forever, before Connect has succeeded.
+// Done is closed when the session ends (the tunnel closed its side, as it
+// does after StopResponse, a frame was corrupt, or HangUp/Close) and
+// everything the tunnel sent before is recorded. It is nil, and blocks
+// forever, before Connect has succeeded.
 func (h *Host) Done() <-chan struct{} {
 	if s, err := h.session(); err == nil {
 		return s.Done()
@@ -90,7 +94,8 @@ func (h *Host) Err() error {
 }
 
 // Call sends any ManagerMessage as a request and returns the tunnel's reply,
-// for tests that need a request the typed helpers do not make.
+// for tests that need a request the typed helpers do not make. Like every
+// call, it returns once what the tunnel sent before the reply is recorded.
 func (h *Host) Call(ctx context.Context, msg *vpnpb.ManagerMessage) (*vpnpb.TunnelMessage, error) {
 	s, err := h.session()
 	if err != nil {
@@ -114,143 +119,96 @@ func (h *Host) Send(msg *vpnpb.ManagerMessage) error {
 // StartResponse. A StartResponse with success=false is returned as is, not
 // as an error: errors are for a session that failed or a wrong reply.
 func (h *Host) Start(ctx context.Context, req *vpnpb.StartRequest) (*vpnpb.StartResponse, error) {
+	s, err := h.session()
+	if err != nil {
+		return nil, err
+	}
 	req = proto.CloneOf(req)
 	if h.opts.SendTunFD {
 		req.TunnelFileDescriptor = int32(h.tunFD)
 	}
-	reply, err := h.Call(ctx, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_Start{Start: req}})
-	if err != nil {
-		return nil, err
-	}
-	if r := reply.GetStart(); r != nil {
-		return r, nil
-	}
-	return nil, wrongReply("StartRequest", "StartResponse", reply)
+	return s.Start(ctx, req)
 }
 
 // Stop sends a StopRequest and returns the StopResponse. After a successful
 // stop the tunnel closes its side: Done closes and Err wraps io.EOF.
 func (h *Host) Stop(ctx context.Context) (*vpnpb.StopResponse, error) {
-	reply, err := h.Call(ctx, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_Stop{Stop: &vpnpb.StopRequest{}}})
+	s, err := h.session()
 	if err != nil {
 		return nil, err
 	}
-	if r := reply.GetStop(); r != nil {
-		return r, nil
-	}
-	return nil, wrongReply("StopRequest", "StopResponse", reply)
+	return s.Stop(ctx)
 }
 
 // Wake tells the tunnel the system woke from sleep. With a negotiated
 // version before 1.3 nothing is sent and the error wraps
 // speaker.ErrUnsupportedByPeer.
 func (h *Host) Wake(ctx context.Context) error {
-	reply, err := h.Call(ctx, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_Wake{Wake: &vpnpb.WakeRequest{}}})
+	s, err := h.session()
 	if err != nil {
 		return err
 	}
-	if reply.GetWake() == nil {
-		return wrongReply("WakeRequest", "WakeResponse", reply)
-	}
-	return nil
+	return s.Wake(ctx)
 }
 
 // GetPeerUpdate asks for a full snapshot of workspaces and agents. The reply
 // is returned as is and not merged into Peers, which holds the one-way
-// updates only; NewPeerState(snapshot) gives it the same shape for
+// updates only; manager.NewPeers(snapshot) gives it the same shape for
 // comparison.
 func (h *Host) GetPeerUpdate(ctx context.Context) (*vpnpb.PeerUpdate, error) {
-	reply, err := h.Call(ctx, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_GetPeerUpdate{GetPeerUpdate: &vpnpb.GetPeerUpdate{}}})
+	s, err := h.session()
 	if err != nil {
 		return nil, err
 	}
-	if r := reply.GetPeerUpdate(); r != nil {
-		return r, nil
-	}
-	return nil, wrongReply("GetPeerUpdate", "PeerUpdate", reply)
+	return s.GetPeerUpdate(ctx)
 }
 
-func wrongReply(req, want string, got *vpnpb.TunnelMessage) error {
-	return fmt.Errorf("the tunnel answered %s with %s, want %s", req, describe(got), want)
-}
-
-// describe names the message kind inside a TunnelMessage.
-func describe(m *vpnpb.TunnelMessage) string {
-	if m.GetMsg() == nil {
-		return "an empty TunnelMessage"
-	}
-	return fmt.Sprintf("%T", m.GetMsg())
-}
-
-// onRequest serves the tunnel's requests; it runs on the speaker's read
-// goroutine, so it applies settings at once (keeping their order) and sends
-// the reply from another goroutine.
-func (h *Host) onRequest(req *vpnpb.TunnelMessage) {
-	ns := req.GetNetworkSettings()
-	if ns == nil {
-		h.violate("the tunnel sent a %s request (msg_id %d); a manager serves only NetworkSettings",
-			describe(req), req.GetRpc().GetMsgId())
-		return
-	}
+// applySettings is the host's SettingsApplier: it records the request, then
+// configures the network stack from it, unless told to refuse or ignore it.
+func (h *Host) applySettings(_ context.Context, ns *vpnpb.NetworkSettingsRequest) error {
 	h.mu.Lock()
 	h.settings = append(h.settings, proto.CloneOf(ns))
 	h.notifyLocked()
 	h.mu.Unlock()
-	if h.opts.IgnoreSettings {
-		return
+	switch {
+	case h.opts.IgnoreSettings:
+		return manager.ErrNoAnswer
+	case h.opts.RefuseSettings != "":
+		return errors.New(h.opts.RefuseSettings)
 	}
-	resp := h.applySettings(ns)
-	h.wg.Go(func() {
-		<-h.ready // closed right after the handshake, before any request can matter
-		s, _ := h.session()
-		err := s.Reply(req, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_NetworkSettings{NetworkSettings: resp}})
-		if err != nil && !errors.Is(err, speaker.ErrClosed) {
-			h.violate("reply to NetworkSettings request %d: %v", req.GetRpc().GetMsgId(), err)
-		}
-	})
-}
-
-// applySettings configures the network stack from ns, unless told to refuse,
-// and says how it went.
-func (h *Host) applySettings(ns *vpnpb.NetworkSettingsRequest) *vpnpb.NetworkSettingsResponse {
-	if h.opts.RefuseSettings != "" {
-		return &vpnpb.NetworkSettingsResponse{Success: false, ErrorMessage: h.opts.RefuseSettings}
-	}
-	cfg, err := ParseSettings(ns)
+	cfg, err := netstack.ParseSettings(ns)
 	if err == nil {
 		err = h.net.Apply(cfg)
 	}
 	if err != nil {
-		return &vpnpb.NetworkSettingsResponse{Success: false, ErrorMessage: "invalid network settings: " + err.Error()}
+		return fmt.Errorf("invalid network settings: %w", err)
 	}
 	h.mu.Lock()
 	h.applied = &cfg
 	h.notifyLocked()
 	h.mu.Unlock()
-	return &vpnpb.NetworkSettingsResponse{Success: true}
+	return nil
 }
 
-// onMessage records the tunnel's one-way messages.
-func (h *Host) onMessage(msg *vpnpb.TunnelMessage) {
-	switch m := msg.GetMsg().(type) {
-	case *vpnpb.TunnelMessage_Log:
-		h.mu.Lock()
-		h.logs = append(h.logs, m.Log)
-		h.notifyLocked()
-		h.mu.Unlock()
-		if h.opts.LogTunnelLogs {
-			h.t.Logf("tunnel %s %v: %s %v", m.Log.GetLevel(), m.Log.GetLoggerNames(), m.Log.GetMessage(), m.Log.GetFields())
-		}
-	case *vpnpb.TunnelMessage_PeerUpdate:
-		h.mu.Lock()
-		h.peerUpdates = append(h.peerUpdates, m.PeerUpdate)
-		err := h.peers.Apply(m.PeerUpdate)
-		if err != nil {
-			h.violations = append(h.violations, err)
-		}
-		h.notifyLocked()
-		h.mu.Unlock()
-	default:
-		h.violate("the tunnel sent a one-way %s; only Log and PeerUpdate may be sent without a request", describe(msg))
+// onLog records a Log from the tunnel.
+func (h *Host) onLog(l *vpnpb.Log) {
+	h.mu.Lock()
+	h.logs = append(h.logs, l)
+	h.notifyLocked()
+	h.mu.Unlock()
+	if h.opts.LogTunnelLogs {
+		h.t.Logf("tunnel %s %v: %s %v", l.GetLevel(), l.GetLoggerNames(), l.GetMessage(), l.GetFields())
 	}
+}
+
+// onPeerUpdate records a one-way PeerUpdate and merges it into Peers; ids
+// a manager cannot key are violations.
+func (h *Host) onPeerUpdate(u *vpnpb.PeerUpdate) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.peerUpdates = append(h.peerUpdates, u)
+	if err := h.peers.Apply(u); err != nil {
+		h.violations = append(h.violations, err)
+	}
+	h.notifyLocked()
 }

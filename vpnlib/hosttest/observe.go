@@ -62,8 +62,8 @@ func (h *Host) wait(ctx context.Context, what string, cond func() bool, describe
 		ok := cond()
 		changed, closed := h.changed, h.closed
 		var done <-chan struct{}
-		if h.speaker != nil {
-			done = h.speaker.Done()
+		if h.sess != nil {
+			done = h.sess.Done()
 		}
 		var state string
 		if !ok && describe != nil {

@@ -2,7 +2,7 @@ package hosttest
 
 import (
 	"github.com/codervpn/codervpn/internal/netstack"
-	vpnpb "github.com/codervpn/codervpn/proto"
+	"github.com/codervpn/codervpn/vpnlib/manager"
 )
 
 // The host's network stack is package internal/netstack, which the CLI's
@@ -39,9 +39,7 @@ func NewNetstack(fd int, mtu uint32) (*Netstack, error) {
 	return netstack.New(fd, mtu)
 }
 
-// ParseSettings validates req the way a careful host would before applying
-// it and returns what to apply. Its errors name the offending field so that a
-// failed Start in a test says what the tunnel got wrong.
-func ParseSettings(req *vpnpb.NetworkSettingsRequest) (NetConfig, error) {
-	return netstack.ParseSettings(req)
-}
+// PeerState is the picture of workspaces and agents the tunnel's one-way
+// PeerUpdates add up to (see manager.Peers); Peers and WaitPeerUpdate
+// return it.
+type PeerState = manager.Peers

@@ -1,4 +1,4 @@
-package hosttest
+package manager
 
 import (
 	"fmt"
@@ -12,23 +12,25 @@ import (
 	vpnpb "github.com/codervpn/codervpn/proto"
 )
 
-// PeerState is the manager's picture of the user's workspaces and agents,
-// built the way Coder Desktop builds it: by applying every one-way
-// PeerUpdate in order, deletions first, then upserts (an upsert replaces the
-// whole record). Deleting a workspace does not delete its agents: the tunnel
-// must say so itself, and a test should see it if it does not.
-type PeerState struct {
+// Peers is the manager's picture of the user's workspaces and agents, built
+// the way Coder Desktop builds it: by applying every one-way PeerUpdate in
+// order, deletions first, then upserts (an upsert replaces the whole
+// record), so an update that deletes and re-adds an id (a rebuilt agent)
+// keeps it. Deleting a workspace does not delete its agents: the tunnel
+// must say so itself, and a test should see it if it does not. A Session
+// keeps one; a Peers is not safe for concurrent use.
+type Peers struct {
 	Workspaces map[uuid.UUID]*vpnpb.Workspace
 	Agents     map[uuid.UUID]*vpnpb.Agent
 	// Updates counts the PeerUpdate messages applied.
 	Updates int
 }
 
-// NewPeerState returns an empty state with the updates applied in order. It
-// lets a test rebuild the picture from any list, for example to compare a
+// NewPeers returns an empty picture with the updates applied in order. It
+// rebuilds the picture from any list, for example to compare a
 // GetPeerUpdate snapshot with what the one-way updates added up to.
-func NewPeerState(updates ...*vpnpb.PeerUpdate) (*PeerState, error) {
-	s := &PeerState{Workspaces: map[uuid.UUID]*vpnpb.Workspace{}, Agents: map[uuid.UUID]*vpnpb.Agent{}}
+func NewPeers(updates ...*vpnpb.PeerUpdate) (*Peers, error) {
+	s := &Peers{Workspaces: map[uuid.UUID]*vpnpb.Workspace{}, Agents: map[uuid.UUID]*vpnpb.Agent{}}
 	var errs []string
 	for _, u := range updates {
 		if err := s.Apply(u); err != nil {
@@ -44,7 +46,7 @@ func NewPeerState(updates ...*vpnpb.PeerUpdate) (*PeerState, error) {
 // Apply merges one PeerUpdate. Records whose id is not a 16-byte UUID are
 // skipped and reported in the error (the rest is still applied), since a
 // manager cannot key them.
-func (s *PeerState) Apply(u *vpnpb.PeerUpdate) error {
+func (s *Peers) Apply(u *vpnpb.PeerUpdate) error {
 	s.Updates++
 	var bad []string
 	for _, w := range u.GetDeletedWorkspaces() {
@@ -84,8 +86,8 @@ func idOf(b []byte, what, name string, bad *[]string) (uuid.UUID, bool) {
 }
 
 // Clone returns a deep copy that later updates do not change.
-func (s *PeerState) Clone() *PeerState {
-	c := &PeerState{
+func (s *Peers) Clone() *Peers {
+	c := &Peers{
 		Workspaces: make(map[uuid.UUID]*vpnpb.Workspace, len(s.Workspaces)),
 		Agents:     make(map[uuid.UUID]*vpnpb.Agent, len(s.Agents)),
 		Updates:    s.Updates,
@@ -100,7 +102,7 @@ func (s *PeerState) Clone() *PeerState {
 }
 
 // Workspace returns the workspace called name, or nil.
-func (s *PeerState) Workspace(name string) *vpnpb.Workspace {
+func (s *Peers) Workspace(name string) *vpnpb.Workspace {
 	for _, w := range s.Workspaces {
 		if w.GetName() == name {
 			return w
@@ -111,7 +113,7 @@ func (s *PeerState) Workspace(name string) *vpnpb.Workspace {
 
 // Agent returns the agent called agent in the workspace called workspace, or
 // nil. The workspace must be known, as in the manager's UI.
-func (s *PeerState) Agent(workspace, agent string) *vpnpb.Agent {
+func (s *Peers) Agent(workspace, agent string) *vpnpb.Agent {
 	w := s.Workspace(workspace)
 	if w == nil {
 		return nil
@@ -126,7 +128,7 @@ func (s *PeerState) Agent(workspace, agent string) *vpnpb.Agent {
 
 // AgentByFQDN returns the agent that lists fqdn (compared without case and
 // trailing dot), or nil.
-func (s *PeerState) AgentByFQDN(fqdn string) *vpnpb.Agent {
+func (s *Peers) AgentByFQDN(fqdn string) *vpnpb.Agent {
 	want := strings.TrimSuffix(strings.ToLower(fqdn), ".")
 	for _, a := range s.Agents {
 		for _, f := range a.GetFqdn() {
@@ -139,7 +141,7 @@ func (s *PeerState) AgentByFQDN(fqdn string) *vpnpb.Agent {
 }
 
 // String lists workspaces and agents by name, sorted, for failure messages.
-func (s *PeerState) String() string {
+func (s *Peers) String() string {
 	var ws, as []string
 	names := map[string]string{}
 	for id, w := range s.Workspaces {

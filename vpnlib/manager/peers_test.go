@@ -1,4 +1,4 @@
-package hosttest
+package manager
 
 import (
 	"strings"
@@ -83,7 +83,7 @@ func TestPeerStateApply(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := NewPeerState(tc.updates...)
+			s, err := NewPeers(tc.updates...)
 			if tc.wantErr == "" && err != nil {
 				t.Fatal(err)
 			}
@@ -117,7 +117,7 @@ func TestPeerStateApply(t *testing.T) {
 }
 
 func TestPeerStateCloneAndLookups(t *testing.T) {
-	s, err := NewPeerState(&vpnpb.PeerUpdate{
+	s, err := NewPeers(&vpnpb.PeerUpdate{
 		UpsertedWorkspaces: []*vpnpb.Workspace{pbWorkspace(ws1, "one", vpnpb.Workspace_RUNNING)},
 		UpsertedAgents:     []*vpnpb.Agent{pbAgent(ag1, ws1, "main", "main.one.me.coder.")},
 	})
