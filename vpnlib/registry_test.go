@@ -3,128 +3,16 @@ package vpnlib_test
 import (
 	"context"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/codervpn/codervpn/internal/abi"
 	vpnpb "github.com/codervpn/codervpn/proto"
-	"github.com/codervpn/codervpn/vpnlib"
 	"github.com/codervpn/codervpn/vpnlib/hosttest"
 	"github.com/codervpn/codervpn/vpnlib/vpntest"
 )
-
-// pipe returns both ends of a new pipe, closed at cleanup.
-func pipe(t *testing.T) (r, w *os.File) {
-	t.Helper()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close(); w.Close() })
-	return r, w
-}
-
-func TestRegistryRejectsBadFDs(t *testing.T) {
-	checkNoLeaks(t)
-	r, w := pipe(t)
-	sock, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(sock[0]); unix.Close(sock[1]) })
-	closed, _ := pipe(t)
-	closedFD := int(closed.Fd()) // nothing opens an fd after this, so it stays free
-	closed.Close()
-	rd, wr, tun := int(r.Fd()), int(w.Fd()), sock[0]
-
-	cases := []struct {
-		name           string
-		tun, read, wrt int
-		want           int32
-	}{
-		{"negative read fd", tun, -1, wr, vpnlib.CodeBadReadFD},
-		{"closed read fd", tun, closedFD, wr, vpnlib.CodeBadReadFD},
-		{"read fd open for writing only", tun, wr, wr, vpnlib.CodeBadReadFD},
-		{"negative write fd", tun, rd, -3, vpnlib.CodeBadWriteFD},
-		{"closed write fd", tun, rd, closedFD, vpnlib.CodeBadWriteFD},
-		{"write fd open for reading only", tun, rd, rd, vpnlib.CodeBadWriteFD},
-		{"tun fd -2", -2, rd, wr, vpnlib.CodeBadTunFD},
-		{"closed tun fd", closedFD, rd, wr, vpnlib.CodeBadTunFD},
-		{"read-only tun fd", rd, rd, wr, vpnlib.CodeBadTunFD},
-		{"absurd tun fd", 1 << 30, rd, wr, vpnlib.CodeBadTunFD},
-	}
-	var reg vpnlib.Registry
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := reg.Start(tc.tun, tc.read, tc.wrt); got != tc.want {
-				t.Fatalf("Start(%d, %d, %d) = %d, want %d", tc.tun, tc.read, tc.wrt, got, tc.want)
-			}
-		})
-	}
-	if n := reg.Len(); n != 0 {
-		t.Fatalf("%d tunnels registered after only bad starts", n)
-	}
-	for _, h := range []int32{-1, 0, 1, 1 << 30} {
-		if got := reg.Stop(h); got != vpnlib.CodeUnknownHandle {
-			t.Errorf("Stop(%d) = %d, want %d", h, got, vpnlib.CodeUnknownHandle)
-		}
-	}
-}
-
-// Tunnels that never hear from a manager still count; the ninth is refused,
-// and stopping them all (each mid-handshake) releases everything.
-func TestRegistryLimit(t *testing.T) {
-	checkNoLeaks(t)
-	var reg vpnlib.Registry
-	var handles []int32
-	for range vpnlib.MaxTunnels {
-		r, _ := pipe(t)
-		_, w := pipe(t)
-		h := reg.Start(-1, int(r.Fd()), int(w.Fd()))
-		if h < 0 {
-			t.Fatalf("Start = %d", h)
-		}
-		handles = append(handles, h)
-	}
-	r, w := pipe(t)
-	if got := reg.Start(-1, int(r.Fd()), int(w.Fd())); got != vpnlib.CodeTooManyTunnels {
-		t.Fatalf("Start beyond the limit = %d, want %d", got, vpnlib.CodeTooManyTunnels)
-	}
-	// Concurrent stops of the same handle: exactly one wins.
-	var wg sync.WaitGroup
-	results := make(chan int32, 2*len(handles))
-	for _, h := range handles {
-		for range 2 {
-			wg.Go(func() { results <- reg.Stop(h) })
-		}
-	}
-	wg.Wait()
-	close(results)
-	var ok, unknown int
-	for rc := range results {
-		switch rc {
-		case 0:
-			ok++
-		case vpnlib.CodeUnknownHandle:
-			unknown++
-		default:
-			t.Errorf("Stop returned %d", rc)
-		}
-	}
-	if ok != len(handles) || unknown != len(handles) {
-		t.Fatalf("%d stops succeeded and %d were unknown, want %d each", ok, unknown, len(handles))
-	}
-	if h := reg.Start(-1, int(r.Fd()), int(w.Fd())); h < 0 {
-		t.Fatalf("Start after stopping everything = %d", h)
-	} else if rc := reg.Stop(h); rc != 0 {
-		t.Fatalf("Stop = %d", rc)
-	}
-}
 
 // The registry path end to end, the way the C ABI uses it: the caller's fds
 // are closed right after Start, the tunnel works on the registry's copies,
@@ -155,7 +43,7 @@ func TestRegistryTunnel(t *testing.T) {
 				tunFD = -1
 				hostCopies = 1 // the fd named in the request stays the host's
 			}
-			var reg vpnlib.Registry
+			var reg abi.Registry
 			handle := reg.Start(tunFD, rd, wr)
 			if handle < 0 {
 				t.Fatalf("Start = %d", handle)
@@ -197,8 +85,8 @@ func TestRegistryTunnel(t *testing.T) {
 			if rc := reg.Stop(handle); rc != 0 {
 				t.Fatalf("Stop(%d) = %d", handle, rc)
 			}
-			if rc := reg.Stop(handle); rc != vpnlib.CodeUnknownHandle {
-				t.Fatalf("second Stop(%d) = %d, want %d", handle, rc, vpnlib.CodeUnknownHandle)
+			if rc := reg.Stop(handle); rc != abi.CodeUnknownHandle {
+				t.Fatalf("second Stop(%d) = %d, want %d", handle, rc, abi.CodeUnknownHandle)
 			}
 		})
 	}
@@ -234,7 +122,7 @@ func TestRegistryStopWhileRunning(t *testing.T) {
 	defer cancel()
 	d := vpntest.New(t, vpntest.Options{})
 	h := hosttest.New(t, hosttest.Options{})
-	var reg vpnlib.Registry
+	var reg abi.Registry
 	handle := reg.Start(h.TunnelFDs())
 	if handle < 0 {
 		t.Fatalf("Start = %d", handle)

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/codervpn/codervpn/internal/abi"
 	"github.com/codervpn/codervpn/vpnlib"
 )
 
@@ -289,14 +290,8 @@ func codeMeaning(s string) string {
 	if err != nil {
 		return ""
 	}
-	names := map[int32]string{
-		vpnlib.CodeInternal: "internal error", vpnlib.CodeBadReadFD: "bad read fd",
-		vpnlib.CodeBadWriteFD: "bad write fd", vpnlib.CodeBadTunFD: "bad TUN fd",
-		vpnlib.CodeTooManyTunnels: "too many tunnels", vpnlib.CodeUnknownHandle: "unknown handle",
-		vpnlib.CodeStartFailed: "start failed",
-	}
-	if name, ok := names[int32(n)]; ok { //nolint:gosec // small codes
-		return " (" + name + ")"
+	if c, ok := abi.Lookup(int32(n)); ok { //nolint:gosec // small codes
+		return " (" + c.Brief + ")"
 	}
 	return ""
 }

@@ -11,31 +11,19 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/codervpn/codervpn/vpnlib"
+	"github.com/codervpn/codervpn/internal/abi"
 )
 
 // The generated header compiles on its own (with only <stdint.h> before
 // it), declares the three functions with the documented types, and defines
 // every code with the value the library returns.
 func TestHeader(t *testing.T) {
-	defines := []struct {
-		name  string
-		value int32
-	}{
-		{"CODERVPN_ERR_INTERNAL", vpnlib.CodeInternal},
-		{"CODERVPN_ERR_BAD_READ_FD", vpnlib.CodeBadReadFD},
-		{"CODERVPN_ERR_BAD_WRITE_FD", vpnlib.CodeBadWriteFD},
-		{"CODERVPN_ERR_BAD_TUN_FD", vpnlib.CodeBadTunFD},
-		{"CODERVPN_ERR_TOO_MANY_TUNNELS", vpnlib.CodeTooManyTunnels},
-		{"CODERVPN_ERR_UNKNOWN_HANDLE", vpnlib.CodeUnknownHandle},
-		{"CODERVPN_ERR_START_FAILED", vpnlib.CodeStartFailed},
-		{"CODERVPN_MAX_TUNNELS", vpnlib.MaxTunnels},
-	}
 	var src strings.Builder
 	src.WriteString("#include <stdint.h>\n#include \"codervpn.h\"\n")
-	for _, d := range defines {
-		fmt.Fprintf(&src, "_Static_assert(%s == %d, \"%s\");\n", d.name, d.value, d.name)
+	for _, c := range abi.Codes {
+		fmt.Fprintf(&src, "_Static_assert(%s == %d, \"%s\");\n", c.Name, c.Value, c.Name)
 	}
+	fmt.Fprintf(&src, "_Static_assert(CODERVPN_MAX_TUNNELS == %d, \"CODERVPN_MAX_TUNNELS\");\n", abi.MaxTunnels)
 	src.WriteString(`
 int32_t (*start_fn)(int32_t, int32_t, int32_t) = coderStartVPN;
 int32_t (*stop_fn)(int32_t) = coderStopVPN;
@@ -81,15 +69,15 @@ func TestBadCalls(t *testing.T) {
 		wrt  any
 		want int32
 	}{
-		{"negative read fd", -1, -5, wr, vpnlib.CodeBadReadFD},
-		{"closed read fd", -1, closed, wr, vpnlib.CodeBadReadFD},
-		{"read fd is a write end", -1, wr, wr, vpnlib.CodeBadReadFD},
-		{"negative write fd", -1, rd, -2, vpnlib.CodeBadWriteFD},
-		{"closed write fd", -1, rd, closed, vpnlib.CodeBadWriteFD},
-		{"write fd is a read end", -1, rd, rd, vpnlib.CodeBadWriteFD},
-		{"tun fd -2", -2, rd, wr, vpnlib.CodeBadTunFD},
-		{"closed tun fd", closed, rd, wr, vpnlib.CodeBadTunFD},
-		{"read-only tun fd", rd, rd, wr, vpnlib.CodeBadTunFD},
+		{"negative read fd", -1, -5, wr, abi.CodeBadReadFD},
+		{"closed read fd", -1, closed, wr, abi.CodeBadReadFD},
+		{"read fd is a write end", -1, wr, wr, abi.CodeBadReadFD},
+		{"negative write fd", -1, rd, -2, abi.CodeBadWriteFD},
+		{"closed write fd", -1, rd, closed, abi.CodeBadWriteFD},
+		{"write fd is a read end", -1, rd, rd, abi.CodeBadWriteFD},
+		{"tun fd -2", -2, rd, wr, abi.CodeBadTunFD},
+		{"closed tun fd", closed, rd, wr, abi.CodeBadTunFD},
+		{"read-only tun fd", rd, rd, wr, abi.CodeBadTunFD},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -99,8 +87,8 @@ func TestBadCalls(t *testing.T) {
 		})
 	}
 	for _, h := range []string{"-1", "0", "12345", "2147483647"} {
-		if got := host.call("stop " + h); got != strconv.Itoa(int(vpnlib.CodeUnknownHandle)) {
-			t.Errorf("coderStopVPN(%s) = %s, want %d", h, got, vpnlib.CodeUnknownHandle)
+		if got := host.call("stop " + h); got != strconv.Itoa(int(abi.CodeUnknownHandle)) {
+			t.Errorf("coderStopVPN(%s) = %s, want %d", h, got, abi.CodeUnknownHandle)
 		}
 	}
 	// 16 threads, each 500 rounds of bad starts, unknown stops and versions.
@@ -117,7 +105,7 @@ func TestTooManyTunnels(t *testing.T) {
 	host := startDLHost(t)
 	base := host.warm()
 	var handles []int32
-	for range vpnlib.MaxTunnels {
+	for range abi.MaxTunnels {
 		rd, wr := pipeFiles(t)
 		h := host.start(socketFile(t), rd, wr)
 		if h < 0 {
@@ -126,8 +114,8 @@ func TestTooManyTunnels(t *testing.T) {
 		handles = append(handles, h)
 	}
 	rd, wr := pipeFiles(t)
-	if got := host.start(-1, rd, wr); got != vpnlib.CodeTooManyTunnels {
-		t.Fatalf("ninth coderStartVPN = %d, want %d", got, vpnlib.CodeTooManyTunnels)
+	if got := host.start(-1, rd, wr); got != abi.CodeTooManyTunnels {
+		t.Fatalf("ninth coderStartVPN = %d, want %d", got, abi.CodeTooManyTunnels)
 	}
 	for _, h := range handles {
 		if rc := host.stop(h); rc != 0 {

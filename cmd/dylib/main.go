@@ -1,7 +1,9 @@
 // Command dylib is libcodervpn: built with -buildmode=c-shared it becomes
 // libcodervpn.dylib (macOS NetworkExtension) or libcodervpn.so (Linux) and
 // codervpn.h. It holds only the exported functions; the tunnels live in
-// vpnlib's Registry. See README.md, "For Swift integrators".
+// internal/abi's Registry, and the return codes below are abi.Codes (its
+// tests check these #defines against the table). See README.md, "For Swift
+// integrators".
 package main
 
 /*
@@ -42,13 +44,13 @@ import (
 	"runtime/debug"
 	"unsafe"
 
+	"github.com/codervpn/codervpn/internal/abi"
 	"github.com/codervpn/codervpn/internal/buildinfo"
 	"github.com/codervpn/codervpn/internal/memlimit"
-	"github.com/codervpn/codervpn/vpnlib"
 )
 
 // registry holds every tunnel this process started through the C ABI.
-var registry vpnlib.Registry
+var registry abi.Registry
 
 // defaultMemoryLimit is the floor of the Go runtime's soft memory limit in
 // a host that did not choose one. A packet-tunnel extension on iOS is killed
@@ -119,7 +121,7 @@ func coderVPNVersion() *C.codervpn_const_char {
 // CODERVPN_ERR_INTERNAL instead.
 func recoverTo(rc *C.int32_t) {
 	if recover() != nil {
-		*rc = C.int32_t(vpnlib.CodeInternal)
+		*rc = C.int32_t(abi.CodeInternal)
 	}
 }
 

@@ -1,4 +1,4 @@
-package vpnlib
+package abi
 
 import (
 	"fmt"
@@ -6,35 +6,15 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
-)
 
-// Codes are what the C ABI returns for a failed call; cmd/dylib defines the
-// same numbers as CODERVPN_ERR_* in the generated header, and a test keeps the
-// two in step. Handles are never negative, so any negative value is an error.
-const (
-	CodeInternal       int32 = -1 // a panic was caught; the call had no effect
-	CodeBadReadFD      int32 = -2 // read_fd negative, closed or not readable
-	CodeBadWriteFD     int32 = -3 // write_fd negative, closed or not writable
-	CodeBadTunFD       int32 = -4 // tun_fd closed, not read-write, or negative but not -1
-	CodeTooManyTunnels int32 = -5 // MaxTunnels are already registered
-	CodeUnknownHandle  int32 = -6 // never returned by Start, or already stopped
-	CodeStartFailed    int32 = -7 // the tunnel could not be made (out of fds...)
+	"github.com/codervpn/codervpn/vpnlib"
 )
-
-// MaxTunnels bounds the tunnels one process runs through a Registry. A host
-// runs one; a handful covers tests and reconnect overlaps. A host that keeps
-// starting without stopping is told so instead of exhausting fds.
-const MaxTunnels = 8
 
 // Registry is the table of tunnels behind the C ABI: coderStartVPN adds one
 // and returns its handle, coderStopVPN removes it. It owns duplicates of the
 // fds it was given, so the caller may close its own at any time. The zero
 // value is ready; methods are safe for concurrent use.
 type Registry struct {
-	// Configure, if set, adjusts each tunnel's configuration before it is
-	// made. Tests shorten timeouts with it; the library leaves it nil.
-	Configure func(*TunnelConfig)
-
 	mu      sync.Mutex
 	tunnels map[int32]*registered
 	last    int32
@@ -43,7 +23,7 @@ type Registry struct {
 // registered is one tunnel and the tun fd duplicate the registry holds for
 // it (the device holds a duplicate of its own).
 type registered struct {
-	tunnel   *Tunnel
+	tunnel   *vpnlib.Tunnel
 	released chan struct{} // closed once the tun duplicate is closed
 }
 
@@ -133,16 +113,11 @@ func (r *Registry) newTunnel(tunFD, readFD, writeFD int) (reg *registered, err e
 			return nil, fmt.Errorf("set fd %d non-blocking: %w", fd, err)
 		}
 	}
-	cfg := TunnelConfig{
+	t, err := vpnlib.NewTunnel(vpnlib.TunnelConfig{
 		TunFD:    tun,
 		RPCRead:  os.NewFile(uintptr(rd), "codervpn-rpc-read"),
 		RPCWrite: os.NewFile(uintptr(wr), "codervpn-rpc-write"),
-	}
-	if r.Configure != nil {
-		r.Configure(&cfg)
-		cfg.TunFD = tun // the registry owns the fds; Configure cannot swap them
-	}
-	t, err := NewTunnel(cfg) // owns rd and wr from here on, even on error
+	}) // owns rd and wr from here on, even on error
 	opened = opened[2:]
 	if err != nil {
 		return nil, err
