@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 
 	"github.com/google/uuid"
@@ -108,8 +107,8 @@ type Deployment struct {
 	closeErr  error
 }
 
-// Start runs a deployment until Close. It does not need a testing.TB, so the
-// demo can use it; tests should prefer New.
+// Start runs a deployment until Close. It needs no test, so the demo uses
+// it; tests should prefer New.
 func Start(ctx context.Context, opts Options) (*Deployment, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("start deployment: %w", err)
@@ -183,9 +182,20 @@ func Start(ctx context.Context, opts Options) (*Deployment, error) {
 	return d, nil
 }
 
+// TB is the part of testing.TB that New and NewProxy use; *testing.T and
+// *testing.B are TBs. It is declared here so that this package, which the
+// demo links into the codervpn binary, does not import package testing,
+// as net/http/httptest does not.
+type TB interface {
+	Helper()
+	Cleanup(func())
+	Errorf(format string, args ...any)
+	Fatalf(format string, args ...any)
+}
+
 // New is Start for tests: it fails t if the deployment cannot start and
 // registers Close with t.Cleanup.
-func New(t testing.TB, opts Options) *Deployment {
+func New(t TB, opts Options) *Deployment {
 	t.Helper()
 	d, err := Start(context.Background(), opts)
 	if err != nil {

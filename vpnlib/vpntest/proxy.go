@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/url"
 	"sync"
-	"testing"
 )
 
 // Proxy is a TCP forwarder on 127.0.0.1 in front of a deployment that a test
@@ -33,11 +32,11 @@ type Proxy struct {
 
 // NewProxy is StartProxy for tests: it fails t on error and registers Close
 // with t.Cleanup.
-func NewProxy(t testing.TB, target *url.URL) *Proxy {
+func NewProxy(t TB, target *url.URL) *Proxy {
 	t.Helper()
 	p, err := StartProxy(target)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("start the proxy: %v", err)
 	}
 	t.Cleanup(p.Close)
 	return p
