@@ -4,11 +4,8 @@
  * exports, coderStartVPN with fds it holds, coderStopVPN -- and never
  * dlcloses it (a Go c-shared library cannot be unloaded).
  *
- * Usage:
- *   dlhost LIB run TUN_FD READ_FD WRITE_FD
- *       Start one tunnel on inherited fds (closed once the library has its
- *       own copies), print "handle=H", wait until SIGINT/SIGTERM or stdin
- *       closes, stop it, print "stop=RC", exit 0.
+ * Usage (internal/dlhost drives it; the CLI's dylib backend, its tests and
+ * the benchmarks go through that package):
  *   dlhost LIB serve CTL_FD
  *       Obey commands arriving on CTL_FD, a SOCK_SEQPACKET unix socket; each
  *       command is one packet and gets one reply packet "ok ..." or "err ...":
@@ -24,14 +21,12 @@
  *         threads N I   N threads each make I rounds of bad starts, stops of
  *                       unknown handles and version calls at once. Reply: "ok".
  *         quit          Reply "ok", exit 0.
+ *       End of file on CTL_FD (the parent is gone) also exits 0.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <dlfcn.h>
-#include <errno.h>
-#include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -225,41 +220,9 @@ static int serve(int ctl) {
 	}
 }
 
-static volatile sig_atomic_t got_signal;
-static void on_signal(int sig) { got_signal = sig; }
-
-static int run(int tun, int rd, int wr) {
-	struct sigaction sa = {.sa_handler = on_signal};
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	int32_t h = start_vpn(tun, rd, wr);
-	printf("handle=%d\n", h);
-	fflush(stdout);
-	if (h < 0)
-		return 1;
-	/* The library holds its own duplicates; closing ours lets the manager
-	 * read EOF as soon as the library closes its side after StopResponse. */
-	if (tun >= 0)
-		close(tun);
-	close(rd);
-	close(wr);
-	char b[64];
-	while (!got_signal) {
-		struct pollfd p = {.fd = 0, .events = POLLIN};
-		int r = poll(&p, 1, -1);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r > 0 && read(0, b, sizeof b) <= 0)
-			break;
-	}
-	printf("stop=%d\n", stop_vpn(h));
-	fflush(stdout);
-	return 0;
-}
-
 int main(int argc, char **argv) {
 	if (argc < 3) {
-		fprintf(stderr, "usage: dlhost LIB run TUN READ WRITE | dlhost LIB serve CTL_FD\n");
+		fprintf(stderr, "usage: dlhost LIB serve CTL_FD\n");
 		return 2;
 	}
 	void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
@@ -270,8 +233,6 @@ int main(int argc, char **argv) {
 	start_vpn = (start_fn)must_sym(lib, "coderStartVPN");
 	stop_vpn = (stop_fn)must_sym(lib, "coderStopVPN");
 	vpn_version = (version_fn)must_sym(lib, "coderVPNVersion");
-	if (strcmp(argv[2], "run") == 0 && argc == 6)
-		return run(atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
 	if (strcmp(argv[2], "serve") == 0 && argc == 4)
 		return serve(atoi(argv[3]));
 	fprintf(stderr, "dlhost: bad arguments\n");

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/codervpn/codervpn/internal/abi"
+	"github.com/codervpn/codervpn/internal/dlhost"
 	"github.com/codervpn/codervpn/vpnlib"
 )
 
@@ -108,10 +108,6 @@ type child struct {
 	stderr *tailBuffer
 	exited chan struct{}
 	err    error // set before exited closes
-	// beforeWait, if set, asks the child to finish (closing the C host's stdin).
-	beforeWait func()
-	// check, if set, judges a clean exit (the C host's stop code).
-	check func() error
 }
 
 // startChild starts cmd in its own process group, so that Ctrl-C in the
@@ -140,9 +136,6 @@ func startChild(name string, cmd *exec.Cmd, closeAfter ...*os.File) (*child, err
 func (c *child) Exited() <-chan struct{} { return c.exited }
 
 func (c *child) Wait(ctx context.Context) error {
-	if c.beforeWait != nil {
-		c.beforeWait()
-	}
 	select {
 	case <-c.exited:
 	case <-ctx.Done():
@@ -151,18 +144,16 @@ func (c *child) Wait(ctx context.Context) error {
 		return fmt.Errorf("%s did not exit in time and was killed", c.name)
 	}
 	if c.err != nil {
-		return c.exitError()
-	}
-	if c.check != nil {
-		return c.check()
+		return describeFailure(c.name, c.err, c.stderr)
 	}
 	return nil
 }
 
-// exitError describes a failed child with the end of what it printed.
-func (c *child) exitError() error {
-	msg := fmt.Sprintf("%s failed: %v", c.name, c.err)
-	if tail := strings.TrimSpace(c.stderr.String()); tail != "" {
+// describeFailure says that the tunnel process name failed with err, with
+// the last line it printed on stderr.
+func describeFailure(name string, err error, stderr *tailBuffer) error {
+	msg := fmt.Sprintf("%s failed: %v", name, err)
+	if tail := strings.TrimSpace(stderr.String()); tail != "" {
 		lines := strings.Split(tail, "\n")
 		msg += "; its last words: " + lines[len(lines)-1]
 	}
@@ -213,84 +204,83 @@ func libFiles(lib, host string) (string, string, error) {
 	return lib, host, nil
 }
 
-// startDylib loads libcodervpn.so in the C host, which calls coderStartVPN on
-// the fds it inherits, exactly as the macOS NetworkExtension calls it.
+// startDylib loads libcodervpn.so in the C host and has it call
+// coderStartVPN on the fds it is sent, exactly as the macOS
+// NetworkExtension calls it. The C host gets fds of its own (SCM_RIGHTS)
+// and closes them after the call; ours go once it has them.
 func startDylib(cfg backendConfig, tun, tunR, tunW *os.File) (tunnelProc, error) {
+	defer tunR.Close()
+	defer tunW.Close()
 	lib, host, err := libFiles(cfg.Lib, cfg.DLHost)
 	if err != nil {
-		tunR.Close()
-		tunW.Close()
 		return nil, err
 	}
-	cmd := exec.Command(host, lib, "run", "3", "4", "5")
-	cmd.ExtraFiles = []*os.File{tun, tunR, tunW}
-	stdin, err := cmd.StdinPipe() // closing it makes the host call coderStopVPN
+	p := &dylibProc{stderr: &tailBuffer{max: 16 << 10}}
+	if p.h, err = dlhost.Start(host, lib, nil, p.stderr); err != nil {
+		return nil, fmt.Errorf("start %s: %w", dylibHostName, err)
+	}
+	rc, err := p.h.StartVPN(tun, tunR, tunW)
+	if err == nil && rc < 0 {
+		err = fmt.Errorf("coderStartVPN returned %d%s", rc, codeMeaning(rc))
+	}
 	if err != nil {
-		tunR.Close()
-		tunW.Close()
-		return nil, fmt.Errorf("make the C host's stdin: %w", err)
+		p.h.Kill()
+		return nil, describeFailure(dylibHostName, err, p.stderr)
 	}
-	// Our own pipe rather than StdoutPipe: Wait must not close it before the
-	// last line ("stop=0") has been read.
-	stdout, stdoutW, err := os.Pipe()
-	if err != nil {
-		tunR.Close()
-		tunW.Close()
-		return nil, fmt.Errorf("make the C host's stdout: %w", err)
+	p.handle = rc
+	if cfg.OnHandle != nil {
+		cfg.OnHandle(int(rc))
 	}
-	cmd.Stdout = stdoutW
-	c, err := startChild("the C host (dlhost with libcodervpn.so)", cmd, tunR, tunW, stdoutW)
-	if err != nil {
-		stdout.Close()
-		return nil, err
-	}
-	var (
-		mu             sync.Mutex
-		handle, stopRC = "", ""
-		readDone       = make(chan struct{})
-	)
-	go func() {
-		defer close(readDone)
-		defer stdout.Close()
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			k, v, _ := strings.Cut(sc.Text(), "=")
-			mu.Lock()
-			switch k {
-			case "handle":
-				handle = v
-				if h, err := strconv.Atoi(v); err == nil && h >= 0 && cfg.OnHandle != nil {
-					cfg.OnHandle(h)
-				}
-			case "stop":
-				stopRC = v
-			}
-			mu.Unlock()
-		}
-	}()
-	c.beforeWait = func() { _ = stdin.Close() }
-	c.check = func() error {
-		<-readDone
-		mu.Lock()
-		defer mu.Unlock()
-		if h, err := strconv.Atoi(handle); err != nil || h < 0 {
-			return fmt.Errorf("coderStartVPN returned %s%s", handle, codeMeaning(handle))
-		}
-		if stopRC != "0" {
-			return fmt.Errorf("coderStopVPN returned %q%s", stopRC, codeMeaning(stopRC))
-		}
-		return nil
-	}
-	return c, nil
+	return p, nil
 }
 
-// codeMeaning names a C ABI return code.
-func codeMeaning(s string) string {
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		return ""
+// dylibHostName names the C host in messages.
+const dylibHostName = "the C host (dlhost with libcodervpn.so)"
+
+// dylibProc is a tunnel in libcodervpn.so inside the C host.
+type dylibProc struct {
+	h      *dlhost.Host
+	handle int32
+	stderr *tailBuffer
+}
+
+func (p *dylibProc) Exited() <-chan struct{} { return p.h.Exited() }
+
+// Wait has the C host call coderStopVPN and exit, as the NetworkExtension
+// is torn down, or kills it when ctx ends first.
+func (p *dylibProc) Wait(ctx context.Context) error {
+	var stopErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-p.h.Exited(): // it died on its own: its exit says why
+			return
+		default:
+		}
+		rc, err := p.h.StopVPN(p.handle)
+		if err == nil && rc != 0 {
+			err = fmt.Errorf("coderStopVPN returned %q%s", strconv.Itoa(int(rc)), codeMeaning(rc))
+		}
+		stopErr = err
+		_ = p.h.Close()
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		p.h.Kill()
+		<-done
+		return fmt.Errorf("%s did not exit in time and was killed", dylibHostName)
 	}
-	if c, ok := abi.Lookup(int32(n)); ok { //nolint:gosec // small codes
+	if err := p.h.ExitError(); err != nil {
+		return describeFailure(dylibHostName, err, p.stderr)
+	}
+	return stopErr
+}
+
+// codeMeaning names a C ABI return code: " (bad read fd)".
+func codeMeaning(rc int32) string {
+	if c, ok := abi.Lookup(rc); ok {
 		return " (" + c.Brief + ")"
 	}
 	return ""

@@ -30,9 +30,9 @@ var (
 	binPath string
 	binErr  error
 
-	libOnce         sync.Once
-	libPath, dlhost string
-	libErr          error
+	libOnce             sync.Once
+	libPath, dlhostPath string
+	libErr              error
 
 	netnsSeq atomic.Int32
 )
@@ -81,16 +81,16 @@ func dylibFiles(t *testing.T) (lib, host string) {
 			libErr = err
 			return
 		}
-		libPath, dlhost = filepath.Join(dir, "libcodervpn.so"), filepath.Join(dir, "dlhost")
+		libPath, dlhostPath = filepath.Join(dir, "libcodervpn.so"), filepath.Join(dir, "dlhost")
 		libErr = run1(t, "go", "build", "-buildmode=c-shared", "-o", libPath, "../dylib")
 		if libErr == nil {
-			libErr = run1(t, "cc", "-O2", "-o", dlhost, "../../scripts/dlhost.c", "-ldl", "-lpthread")
+			libErr = run1(t, "cc", "-O2", "-o", dlhostPath, "../../scripts/dlhost.c", "-ldl", "-lpthread")
 		}
 	})
 	if libErr != nil {
 		t.Fatalf("build libcodervpn.so and dlhost (needs a C compiler): %v", libErr)
 	}
-	return libPath, dlhost
+	return libPath, dlhostPath
 }
 
 func run1(t *testing.T, name string, args ...string) error {

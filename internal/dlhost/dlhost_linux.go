@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -21,14 +22,20 @@ const CallTimeout = 2 * time.Minute
 
 // Host is one running C host process with the library loaded.
 type Host struct {
-	cmd    *exec.Cmd
-	conn   *net.UnixConn
-	exited chan struct{}
-	mu     sync.Mutex // one command at a time
+	cmd     *exec.Cmd
+	conn    *net.UnixConn
+	exited  chan struct{}
+	waitErr error      // how the process ended; set before exited closes
+	mu      sync.Mutex // one command at a time
 }
 
 // Start runs hostPath with libPath loaded. env, if not nil, replaces the
 // environment; out receives the host's stdout and stderr (nil discards).
+//
+// The host runs in its own process group, so a Ctrl-C in the terminal
+// reaches only its parent, which decides when the tunnels stop. It needs no
+// signal to follow a parent that dies: its control socket then reads end
+// of file, and it exits.
 func Start(hostPath, libPath string, env []string, out io.Writer) (*Host, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -41,13 +48,14 @@ func Start(hostPath, libPath string, env []string, out io.Writer) (*Host, error)
 	h.cmd.ExtraFiles = []*os.File{theirs}
 	h.cmd.Env = env
 	h.cmd.Stdout, h.cmd.Stderr = out, out
+	h.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	err = h.cmd.Start()
 	theirs.Close()
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", hostPath, err)
 	}
 	go func() {
-		_ = h.cmd.Wait()
+		h.waitErr = h.cmd.Wait()
 		close(h.exited)
 	}()
 	c, err := net.FileConn(ours)
@@ -62,6 +70,28 @@ func Start(hostPath, libPath string, env []string, out io.Writer) (*Host, error)
 
 // Pid is the C host's process id, for reading its /proc entries.
 func (h *Host) Pid() int { return h.cmd.Process.Pid }
+
+// Exited is closed once the C host process has exited, for whatever reason.
+func (h *Host) Exited() <-chan struct{} { return h.exited }
+
+// ExitError says how the process ended once Exited is closed: nil for a
+// clean exit, else the *exec.ExitError (a status, or the signal that
+// killed it). Before that it is nil.
+func (h *Host) ExitError() error {
+	select {
+	case <-h.exited:
+		return h.waitErr
+	default:
+		return nil
+	}
+}
+
+// Kill ends the process at once and waits for it; its tunnels go with it.
+func (h *Host) Kill() {
+	_ = h.cmd.Process.Kill()
+	<-h.exited
+	_ = h.conn.Close()
+}
 
 // Call sends one command with files attached and returns what followed "ok"
 // in the reply. A reply starting "err", or the host dying, is an error.
