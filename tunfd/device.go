@@ -50,8 +50,11 @@ func (f Framing) String() string {
 }
 
 const (
-	// DefaultMTU is the tunnel MTU Coder uses everywhere (and tells the host).
-	DefaultMTU = 1280
+	// TunnelMTU is the MTU of a CoderVPN tunnel device, and the MTU the
+	// tunnel asks the host to set on its interface: a 1280-byte IPv6 packet
+	// wrapped in WireGuard still fits a 1500-byte path, and 1280 is IPv6's
+	// minimum.
+	TunnelMTU = 1280
 	// maxBatch bounds Options.BatchSize; the engine allocates one 64 KiB
 	// buffer per batch slot, so larger batches cost memory for little gain.
 	maxBatch = 128
@@ -59,7 +62,7 @@ const (
 
 // Options tunes New and Open. The zero value is what the tunnel wants.
 type Options struct {
-	// MTU reported to the engine; 0 means DefaultMTU.
+	// MTU reported to the engine; 0 means TunnelMTU.
 	MTU int
 	// Name reported by Name(); empty means ask the kernel (utunN on macOS,
 	// the interface name of a Linux tun) or fall back to "utun" / "fd<N>".
@@ -135,7 +138,7 @@ func New(fd int, opts Options) (*Device, error) {
 	}
 	mtu := opts.MTU
 	if mtu == 0 {
-		mtu = DefaultMTU
+		mtu = TunnelMTU
 	}
 	if mtu < 576 || mtu > 65535 {
 		return nil, fmt.Errorf("tunfd: MTU %d out of range 576..65535", mtu)

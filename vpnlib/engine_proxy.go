@@ -12,18 +12,20 @@ import (
 	"github.com/coder/coder/v2/tailnet/proto"
 )
 
-// engineView stands between the coordination controller and the engine to
-// remember which WireGuard key each peer uses, so that the handshake times
-// of every agent come from one read of the engine's status.
+// engineProxy stands between the coordination controller and the engine,
+// both ways: the coordinator's peer updates go through it to the engine,
+// in batches, and it remembers which WireGuard key each peer uses, so that
+// the handshake times of every agent come from one read of the engine's
+// status.
 //
 // Why: the engine can only be asked for one peer at a time
 // (GetPeerDiagnostics), and each such question builds the status of every
 // peer. Rendering n agents that way costs n², which at a thousand
 // workspaces made each PeerUpdate and GetPeerUpdate take most of a second.
 //
-// It also queues the updates for the engine in batches (peerBatcher): its
-// run method must be running for them to arrive.
-type engineView struct {
+// The batches (peerBatcher) go out from its run method, which must be
+// running for the updates to arrive.
+type engineProxy struct {
 	*tailnet.Conn
 	batch *peerBatcher
 	ended context.Context // done once the session is ending
@@ -32,14 +34,14 @@ type engineView struct {
 	keys map[uuid.UUID]key.NodePublic
 }
 
-// newEngineView returns the view of conn for a session that ends with ctx.
-func newEngineView(ctx context.Context, conn *tailnet.Conn) *engineView {
-	return &engineView{Conn: conn, batch: newPeerBatcher(conn.UpdatePeers), ended: ctx, keys: map[uuid.UUID]key.NodePublic{}}
+// newEngineProxy returns the proxy of conn for a session that ends with ctx.
+func newEngineProxy(ctx context.Context, conn *tailnet.Conn) *engineProxy {
+	return &engineProxy{Conn: conn, batch: newPeerBatcher(conn.UpdatePeers), ended: ctx, keys: map[uuid.UUID]key.NodePublic{}}
 }
 
 // UpdatePeers implements tailnet.Coordinatee: it notes each peer's key and
 // queues the updates for the engine.
-func (v *engineView) UpdatePeers(updates []*proto.CoordinateResponse_PeerUpdate) error {
+func (v *engineProxy) UpdatePeers(updates []*proto.CoordinateResponse_PeerUpdate) error {
 	v.record(updates)
 	return v.batch.add(updates)
 }
@@ -53,7 +55,7 @@ func (v *engineView) UpdatePeers(updates []*proto.CoordinateResponse_PeerUpdate)
 // times out at once, each building the status of every peer. With
 // thousands of agents that was thousands of goroutines still running after
 // the tunnel reported it had stopped.
-func (v *engineView) SetAllPeersLost() {
+func (v *engineProxy) SetAllPeersLost() {
 	if v.ended.Err() != nil {
 		return
 	}
@@ -62,9 +64,9 @@ func (v *engineView) SetAllPeersLost() {
 }
 
 // run delivers the queued peer updates until the session ends.
-func (v *engineView) run() { v.batch.run(v.ended) }
+func (v *engineProxy) run() { v.batch.run(v.ended) }
 
-func (v *engineView) record(updates []*proto.CoordinateResponse_PeerUpdate) {
+func (v *engineProxy) record(updates []*proto.CoordinateResponse_PeerUpdate) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for _, u := range updates {
@@ -87,7 +89,7 @@ func (v *engineView) record(updates []*proto.CoordinateResponse_PeerUpdate) {
 }
 
 // LastHandshakes implements peerEngine.
-func (v *engineView) LastHandshakes() map[uuid.UUID]time.Time {
+func (v *engineProxy) LastHandshakes() map[uuid.UUID]time.Time {
 	st := v.Conn.Status()
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -102,7 +104,7 @@ func (v *engineView) LastHandshakes() map[uuid.UUID]time.Time {
 
 // configured reports whether the engine has a WireGuard peer for each of
 // ids: the coordinator sent its node and the engine took it in.
-func (v *engineView) configured(ids []uuid.UUID) bool {
+func (v *engineProxy) configured(ids []uuid.UUID) bool {
 	st := v.Conn.Status()
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -132,7 +134,7 @@ const peersReadyWait = 500 * time.Millisecond
 // dropped, and a dropped TCP SYN costs the user the kernel's one-second
 // retransmission timeout; with the peer in place, WireGuard holds the
 // packet during its handshake instead.
-func awaitPeers(ctx context.Context, p *peerTracker, v *engineView) {
+func awaitPeers(ctx context.Context, p *peerTracker, v *engineProxy) {
 	ctx, cancel := context.WithTimeout(ctx, peersReadyWait)
 	defer cancel()
 	select {

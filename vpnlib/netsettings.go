@@ -15,16 +15,12 @@ import (
 	"cdr.dev/slog/v3"
 
 	vpnpb "github.com/codervpn/codervpn/proto"
+	"github.com/codervpn/codervpn/tunfd"
 )
 
-// TunnelMTU is the MTU of the tunnel device and the MTU we ask the host to
-// set on its interface: the WireGuard packet of a 1280-byte IPv6 packet still
-// fits a 1500-byte path, and 1280 is the IPv6 minimum.
-const TunnelMTU = 1280
-
-// settingsApplier sends one NetworkSettingsRequest to the manager and returns
-// nil only if the manager answered success.
-type settingsApplier func(ctx context.Context, req *vpnpb.NetworkSettingsRequest) error
+// settingsRequester asks the host (the manager) to apply one
+// NetworkSettingsRequest and returns nil only if it answered success.
+type settingsRequester func(ctx context.Context, req *vpnpb.NetworkSettingsRequest) error
 
 // netSettings turns the engine's router and DNS configuration into
 // NetworkSettingsRequests. It is both the engine's router.Router and its
@@ -33,7 +29,7 @@ type settingsApplier func(ctx context.Context, req *vpnpb.NetworkSettingsRequest
 // the complete current state (addresses, routes, MTU and DNS), never a part
 // that would wipe the rest.
 type netSettings struct {
-	apply       settingsApplier
+	request     settingsRequester
 	timeout     time.Duration
 	domainName  string
 	logger      slog.Logger
@@ -51,12 +47,12 @@ type netSettings struct {
 	closed   bool
 }
 
-func newNetSettings(apply settingsApplier, timeout time.Duration, domainName string, logger slog.Logger) *netSettings {
+func newNetSettings(request settingsRequester, timeout time.Duration, domainName string, logger slog.Logger) *netSettings {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &netSettings{
 		ctx:         ctx,
 		cancel:      cancel,
-		apply:       apply,
+		request:     request,
 		timeout:     timeout,
 		domainName:  domainName,
 		logger:      logger,
@@ -131,7 +127,7 @@ func (n *netSettings) push() error {
 	n.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(n.ctx, n.timeout)
-	err := n.apply(ctx, req)
+	err := n.request(ctx, req)
 	cancel()
 
 	n.mu.Lock()
@@ -151,10 +147,10 @@ func (n *netSettings) push() error {
 }
 
 // buildSettingsRequest converts the engine's configuration into the request
-// the host applies. MTU is always TunnelMTU: the engine leaves
+// the host applies. MTU is always tunfd.TunnelMTU: the engine leaves
 // router.Config.NewMTU at zero, which a host would take as "unchanged".
 func buildSettingsRequest(rc *router.Config, oc *dns.OSConfig, domainName string) *vpnpb.NetworkSettingsRequest {
-	req := &vpnpb.NetworkSettingsRequest{Mtu: TunnelMTU}
+	req := &vpnpb.NetworkSettingsRequest{Mtu: tunfd.TunnelMTU}
 	var v4 vpnpb.NetworkSettingsRequest_IPv4Settings
 	var v6 vpnpb.NetworkSettingsRequest_IPv6Settings
 	for _, p := range rc.LocalAddrs {

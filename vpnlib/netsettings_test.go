@@ -18,6 +18,7 @@ import (
 	"github.com/coder/coder/v2/tailnet"
 
 	vpnpb "github.com/codervpn/codervpn/proto"
+	"github.com/codervpn/codervpn/tunfd"
 )
 
 func TestBuildSettingsRequest(t *testing.T) {
@@ -158,7 +159,7 @@ func TestNetSettingsMergesAndDedupes(t *testing.T) {
 	if len(reqs) != 1 {
 		t.Fatalf("%d requests, want 1: %v", len(reqs), reqs)
 	}
-	if reqs[0].GetIpv6Settings() == nil || reqs[0].GetDnsSettings() == nil || reqs[0].Mtu != TunnelMTU {
+	if reqs[0].GetIpv6Settings() == nil || reqs[0].GetDnsSettings() == nil || reqs[0].Mtu != tunfd.TunnelMTU {
 		t.Fatalf("first request is not complete: %v", reqs[0])
 	}
 	// A DNS change resends everything, addresses included.

@@ -50,7 +50,7 @@ func TestMalformedPacketFlood(t *testing.T) {
 	)
 	r := newRig(t, rigOptions{deployment: &vpntest.Options{}, config: func(c *vpnlib.TunnelConfig) {
 		c.OpenTun = func(fd int) (tun.Device, error) {
-			d, err := tunfd.Open(fd, tunfd.Options{MTU: vpnlib.TunnelMTU})
+			d, err := tunfd.Open(fd, tunfd.Options{MTU: tunfd.TunnelMTU})
 			mu.Lock()
 			dev = d
 			mu.Unlock()

@@ -77,7 +77,7 @@ type TunnelConfig struct {
 	// (REST, control websocket, DERP): a private CA, for instance.
 	TLSConfig *tls.Config
 	// OpenTun opens the tunnel device for fd; nil means tunfd.Open with
-	// TunnelMTU. Tests use it to count or fail device opens.
+	// tunfd.TunnelMTU. Tests use it to count or fail device opens.
 	OpenTun func(fd int) (tun.Device, error)
 }
 
@@ -96,7 +96,7 @@ func (c *TunnelConfig) setDefaults() {
 	}
 	if c.OpenTun == nil {
 		c.OpenTun = func(fd int) (tun.Device, error) {
-			return tunfd.Open(fd, tunfd.Options{MTU: TunnelMTU, BatchSize: tunBatch})
+			return tunfd.Open(fd, tunfd.Options{MTU: tunfd.TunnelMTU, BatchSize: tunBatch})
 		}
 	}
 }
@@ -112,14 +112,14 @@ type Tunnel struct {
 	sink     *tunnelSink // the manager's copy and the local one, formatted once
 	logger   slog.Logger // to the manager and the local logger, redacted
 
-	ctx    context.Context // canceled by Close and at the end of the session
-	cancel context.CancelFunc
-	done   chan struct{}
-	ending chan struct{} // closed once to make run tear the session down
-	endOne sync.Once
+	ctx     context.Context // canceled by Close and at the end of the session
+	cancel  context.CancelFunc
+	done    chan struct{}
+	ending  chan struct{} // closed once to make run tear the session down
+	endOnce sync.Once
 
 	control chan *vpnpb.ManagerMessage // Start and Stop, in order
-	quick   chan *vpnpb.ManagerMessage // GetPeerUpdate and Wake
+	queries chan *vpnpb.ManagerMessage // GetPeerUpdate, Wake and kinds we do not serve
 
 	mu          sync.Mutex
 	speaker     *speaker.Tunnel
@@ -180,7 +180,7 @@ func NewTunnel(cfg TunnelConfig) (*Tunnel, error) {
 		done:     make(chan struct{}),
 		ending:   make(chan struct{}),
 		control:  make(chan *vpnpb.ManagerMessage, queueDepth),
-		quick:    make(chan *vpnpb.ManagerMessage, queueDepth),
+		queries:  make(chan *vpnpb.ManagerMessage, queueDepth),
 	}
 	go t.run()
 	return t, nil
@@ -209,7 +209,7 @@ func (t *Tunnel) Close() error {
 
 // end asks run to tear the session down.
 func (t *Tunnel) end() {
-	t.endOne.Do(func() {
+	t.endOnce.Do(func() {
 		close(t.ending)
 		t.cancel()
 		t.abortStart()
@@ -259,7 +259,7 @@ func (t *Tunnel) run() {
 	stopLogs := make(chan struct{})
 	wg.Go(func() { t.logs.run(stopLogs, t.sendLog) })
 	wg.Go(t.controlLoop)
-	wg.Go(t.quickLoop)
+	wg.Go(t.queryLoop)
 
 	select {
 	case <-sp.Done():
@@ -292,7 +292,7 @@ func (t *Tunnel) speakerLogger() *stdslog.Logger {
 // waited on rather than dropped: a burst (a GetPeerUpdate storm) then slows
 // the reading of more requests instead of losing some.
 func (t *Tunnel) onRequest(req *vpnpb.ManagerMessage) {
-	q := t.quick // GetPeerUpdate, Wake, and kinds we do not serve
+	q := t.queries // GetPeerUpdate, Wake, and kinds we do not serve
 	switch req.GetMsg().(type) {
 	case *vpnpb.ManagerMessage_Start:
 		q = t.control

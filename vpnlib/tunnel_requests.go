@@ -29,15 +29,15 @@ func (t *Tunnel) controlLoop() {
 	}
 }
 
-// quickLoop serves GetPeerUpdate and Wake, which must be answered at any
+// queryLoop serves GetPeerUpdate and Wake, which must be answered at any
 // moment, also while a Start is still connecting, and answers requests of
 // kinds the tunnel does not serve.
-func (t *Tunnel) quickLoop() {
+func (t *Tunnel) queryLoop() {
 	for {
 		select {
 		case <-t.ctx.Done():
 			return
-		case req := <-t.quick:
+		case req := <-t.queries:
 			switch req.GetMsg().(type) {
 			case *vpnpb.ManagerMessage_GetPeerUpdate:
 				t.reply(req, &vpnpb.TunnelMessage{Msg: &vpnpb.TunnelMessage_PeerUpdate{PeerUpdate: t.peerSnapshot()}})
@@ -200,8 +200,9 @@ func (t *Tunnel) handleWake() {
 	}
 }
 
-// applySettings is the settingsApplier: one NetworkSettings RPC.
-func (t *Tunnel) applySettings(ctx context.Context, req *vpnpb.NetworkSettingsRequest) error {
+// requestSettings is the settingsRequester: one NetworkSettings RPC, which
+// asks the host to apply req.
+func (t *Tunnel) requestSettings(ctx context.Context, req *vpnpb.NetworkSettingsRequest) error {
 	sp := t.currentSpeaker()
 	reply, err := sp.Call(ctx, &vpnpb.TunnelMessage{Msg: &vpnpb.TunnelMessage_NetworkSettings{NetworkSettings: req}})
 	if err != nil {

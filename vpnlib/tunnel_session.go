@@ -93,7 +93,7 @@ func (t *Tunnel) startSession(ctx context.Context, p startParams) (_ *session, e
 		return nil, fmt.Errorf("open the tunnel device (fd %d): %w", p.tunFD, err)
 	}
 	dev := &onceClosedDevice{Device: rawDev}
-	settings := newNetSettings(t.applySettings, t.cfg.SettingsTimeout, suffix, logger.Named("settings"))
+	settings := newNetSettings(t.requestSettings, t.cfg.SettingsTimeout, suffix, logger.Named("settings"))
 	// coderd's relay needs no token (its /derp route is unauthenticated, and
 	// Coder's own SDK sends none), and the DERP map may name relays on hosts
 	// other than coder_url's: the token must never reach those.
@@ -119,8 +119,8 @@ func (t *Tunnel) startSession(ctx context.Context, p startParams) (_ *session, e
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	sess := &session{cancel: cancel, conn: conn, dev: dev, settings: settings, client: client}
-	view := newEngineView(runCtx, conn)
-	sess.peers = newPeerTracker(me.Username, suffix, view, t.sendPeerUpdate)
+	proxy := newEngineProxy(runCtx, conn)
+	sess.peers = newPeerTracker(me.Username, suffix, proxy, t.sendPeerUpdate)
 	sess.waker = newWaker(conn.Rebind, wakeDebounce)
 
 	// Coder's controllers log every failed redial as an error; ours log the
@@ -128,7 +128,7 @@ func (t *Tunnel) startSession(ctx context.Context, p startParams) (_ *session, e
 	ctrlLogger := t.controllerLogger()
 	dialer := client.ControlDialer(me.ID, ctrlLogger, logger.Named("control"))
 	controller := tailnet.NewController(ctrlLogger, dialer, tailnet.WithGracefulTimeout(gracefulDisconnect))
-	coord := tailnet.NewTunnelSrcCoordController(ctrlLogger, view)
+	coord := tailnet.NewTunnelSrcCoordController(ctrlLogger, proxy)
 	controller.CoordCtrl = coord
 	controller.DERPCtrl = tailnet.NewBasicDERPController(ctrlLogger, rewriter, conn)
 	controller.ResumeTokenCtrl = tailnet.NewBasicResumeTokenController(ctrlLogger, quartz.NewReal())
@@ -136,7 +136,7 @@ func (t *Tunnel) startSession(ctx context.Context, p startParams) (_ *session, e
 		tailnet.WithDNS(conn, me.Username, tailnet.DNSNameOptions{Suffix: suffix}),
 		tailnet.WithHandler(sess.peers))
 	sess.controller = controller
-	sess.wg.Go(view.run)
+	sess.wg.Go(proxy.run)
 	controller.Run(runCtx)
 	defer func() {
 		if err != nil {
@@ -169,7 +169,7 @@ func (t *Tunnel) startSession(ctx context.Context, p startParams) (_ *session, e
 			settled = nil
 		}
 	}
-	awaitPeers(ctx, sess.peers, view)
+	awaitPeers(ctx, sess.peers, proxy)
 	sess.wg.Go(func() { runPingLoop(runCtx, sess.peers, conn, t.cfg.PingInterval, logger.Named("ping")) })
 	return sess, nil
 }

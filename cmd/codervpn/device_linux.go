@@ -10,7 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
-	"github.com/codervpn/codervpn/internal/linuxhost"
+	"github.com/codervpn/codervpn/internal/linuxnet"
 	vpnpb "github.com/codervpn/codervpn/proto"
 	"github.com/codervpn/codervpn/vpnlib/manager"
 )
@@ -41,7 +41,7 @@ type kernelConfig struct {
 	NetNS string
 	// DNS configures the resolver; nil means systemd-resolved when it runs
 	// and the TUN is in our namespace, otherwise advice on what to do by hand.
-	DNS linuxhost.DNSConfigurator
+	DNS linuxnet.DNSConfigurator
 	// Notify gets things the person should know (DNS not configured...).
 	Notify func(string)
 }
@@ -53,8 +53,8 @@ type kernelDevice struct {
 	tun  *os.File
 	ns   netns.NsHandle // -1 unless cfg.NetNS is set
 	nl   *netlink.Handle
-	dns  linuxhost.DNSConfigurator
-	host *linuxhost.Host
+	dns  linuxnet.DNSConfigurator
+	conf *linuxnet.Configurator
 
 	once     sync.Once
 	closeErr error
@@ -76,9 +76,9 @@ func openKernelDevice(ctx context.Context, cfg kernelConfig) (_ *kernelDevice, e
 		if d.nl, err = netlink.NewHandleAt(d.ns); err != nil {
 			return nil, fmt.Errorf("open a netlink socket in network namespace %s: %w", cfg.NetNS, err)
 		}
-		d.tun, err = linuxhost.CreateTUNIn(d.ns, cfg.Name)
+		d.tun, err = linuxnet.CreateTUNIn(d.ns, cfg.Name)
 	} else {
-		d.tun, err = linuxhost.CreateTUN(cfg.Name)
+		d.tun, err = linuxnet.CreateTUN(cfg.Name)
 	}
 	if err != nil {
 		return nil, err
@@ -87,13 +87,13 @@ func openKernelDevice(ctx context.Context, cfg kernelConfig) (_ *kernelDevice, e
 	switch {
 	case d.dns != nil:
 	case cfg.NetNS != "":
-		d.dns = linuxhost.NoDNS{Reason: fmt.Sprintf("the TUN is in network namespace %s, which the system's resolver does not serve", cfg.NetNS)}
+		d.dns = linuxnet.NoDNS{Reason: fmt.Sprintf("the TUN is in network namespace %s, which the system's resolver does not serve", cfg.NetNS)}
 	default:
-		if d.dns, err = linuxhost.ConnectResolved(ctx, ""); err != nil {
+		if d.dns, err = linuxnet.ConnectResolved(ctx, ""); err != nil {
 			return nil, fmt.Errorf("look for systemd-resolved: %w", err)
 		}
 	}
-	d.host, err = linuxhost.New(linuxhost.Config{Link: cfg.Name, Netlink: d.nl, DNS: d.dns, Notify: cfg.Notify})
+	d.conf, err = linuxnet.New(linuxnet.Config{Link: cfg.Name, Netlink: d.nl, DNS: d.dns, Notify: cfg.Notify})
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +105,7 @@ func (d *kernelDevice) File() *os.File { return d.tun }
 
 // ApplySettings implements device.
 func (d *kernelDevice) ApplySettings(ctx context.Context, req *vpnpb.NetworkSettingsRequest) error {
-	return d.host.Apply(ctx, req)
+	return d.conf.Apply(ctx, req)
 }
 
 // Describe implements device.
@@ -122,8 +122,8 @@ func (d *kernelDevice) Describe() string {
 func (d *kernelDevice) Close() error {
 	d.once.Do(func() {
 		var errs []error
-		if d.host != nil {
-			if err := d.host.Close(); err != nil {
+		if d.conf != nil {
+			if err := d.conf.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("remove the network settings: %w", err))
 			}
 		}

@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/codervpn/codervpn/internal/linuxhost"
+	"github.com/codervpn/codervpn/internal/linuxnet"
 )
 
 // The demo's namespace is named after our pid, so that a later demo can tell
@@ -165,8 +165,8 @@ type nsResolver struct {
 	servers []netip.Addr
 }
 
-// SetDNS implements linuxhost.DNSConfigurator.
-func (r *nsResolver) SetDNS(_ context.Context, _ linuxhost.Link, s linuxhost.DNSSettings) error {
+// SetDNS implements linuxnet.DNSConfigurator.
+func (r *nsResolver) SetDNS(_ context.Context, _ linuxnet.Link, s linuxnet.DNSSettings) error {
 	var b strings.Builder
 	b.WriteString("# written by codervpn demo for this network namespace only\n")
 	for i, a := range s.Servers {
@@ -202,8 +202,8 @@ func nsswitchFilesDNS() string {
 	return strings.TrimRight(strings.Join(out, "\n"), "\n") + "\nhosts: files dns\n"
 }
 
-// RevertDNS implements linuxhost.DNSConfigurator.
-func (r *nsResolver) RevertDNS(context.Context, linuxhost.Link) error {
+// RevertDNS implements linuxnet.DNSConfigurator.
+func (r *nsResolver) RevertDNS(context.Context, linuxnet.Link) error {
 	r.mu.Lock()
 	r.servers = nil
 	r.mu.Unlock()
@@ -216,7 +216,7 @@ func (r *nsResolver) RevertDNS(context.Context, linuxhost.Link) error {
 	return errors.Join(errs...)
 }
 
-// Close implements linuxhost.DNSConfigurator.
+// Close implements linuxnet.DNSConfigurator.
 func (r *nsResolver) Close() error { return nil }
 
 // Servers are the DNS servers written, empty before SetDNS.

@@ -10,7 +10,7 @@ import (
 
 	"github.com/codervpn/codervpn/internal/netstack"
 	vpnpb "github.com/codervpn/codervpn/proto"
-	"github.com/codervpn/codervpn/vpnlib"
+	"github.com/codervpn/codervpn/tunfd"
 )
 
 // userspaceDevice stands in for a TUN where we may not make one (not root):
@@ -29,7 +29,7 @@ type userspaceDevice struct {
 }
 
 func newUserspaceDevice() (*userspaceDevice, error) {
-	s, tunEnd, err := netstack.NewSocketpair(vpnlib.TunnelMTU)
+	s, tunEnd, err := netstack.NewSocketpair(tunfd.TunnelMTU)
 	if err != nil {
 		return nil, fmt.Errorf("create the socketpair standing in for a TUN: %w", err)
 	}

@@ -1,4 +1,4 @@
-package linuxhost
+package linuxnet
 
 import (
 	"context"
@@ -14,14 +14,14 @@ import (
 	vpnpb "github.com/codervpn/codervpn/proto"
 )
 
-// Config says which interface a Host configures and how.
+// Config says which interface a Configurator configures and how.
 type Config struct {
 	// Link is the interface name, e.g. the TUN from CreateTUN.
 	Link string
 	// Netlink is the handle every kernel change goes through. Bind it to
 	// another network namespace (netlink.NewHandleAt) to configure a device
 	// that lives there. Nil uses a handle on the caller's namespace, which
-	// the Host owns and closes.
+	// the Configurator owns and closes.
 	Netlink *netlink.Handle
 	// DNS applies the resolver part of the settings. Nil means no resolver
 	// integration: DNS settings are accepted and Notify explains how to query
@@ -32,10 +32,10 @@ type Config struct {
 	Notify func(msg string)
 }
 
-// Host applies NetworkSettingsRequests to one interface and remembers exactly
-// what it changed, so that Close can undo it without touching anything the
-// system or the user set up. Safe for concurrent use.
-type Host struct {
+// Configurator applies NetworkSettingsRequests to one interface and
+// remembers exactly what it changed, so that Close can undo it without
+// touching anything the system or the user set up. Safe for concurrent use.
+type Configurator struct {
 	cfg      Config
 	nl       *netlink.Handle
 	ownsNL   bool
@@ -54,190 +54,190 @@ type Host struct {
 
 // New looks up the interface and records its current MTU and state so that
 // Close can restore them.
-func New(cfg Config) (*Host, error) {
-	h := &Host{cfg: cfg, nl: cfg.Netlink}
-	if h.nl == nil {
+func New(cfg Config) (*Configurator, error) {
+	c := &Configurator{cfg: cfg, nl: cfg.Netlink}
+	if c.nl == nil {
 		nl, err := netlink.NewHandle()
 		if err != nil {
 			return nil, fmt.Errorf("open netlink socket: %w", err)
 		}
-		h.nl, h.ownsNL = nl, true
+		c.nl, c.ownsNL = nl, true
 	}
-	link, err := h.nl.LinkByName(cfg.Link)
+	link, err := c.nl.LinkByName(cfg.Link)
 	if err != nil {
-		if h.ownsNL {
-			h.nl.Close()
+		if c.ownsNL {
+			c.nl.Close()
 		}
 		return nil, fmt.Errorf("find interface %s: %w", cfg.Link, err)
 	}
 	attrs := link.Attrs()
-	h.ifindex = attrs.Index
-	h.origMTU = attrs.MTU
-	h.origUp = attrs.Flags&net.FlagUp != 0
-	if h.cfg.DNS == nil {
-		h.cfg.DNS = NoDNS{}
+	c.ifindex = attrs.Index
+	c.origMTU = attrs.MTU
+	c.origUp = attrs.Flags&net.FlagUp != 0
+	if c.cfg.DNS == nil {
+		c.cfg.DNS = NoDNS{}
 	}
-	return h, nil
+	return c, nil
 }
 
 // Index is the interface index, as the resolver and routes know it.
-func (h *Host) Index() int { return h.ifindex }
+func (c *Configurator) Index() int { return c.ifindex }
 
 // Apply makes the interface match req. The interface part (MTU, addresses,
 // routes) is reconciled: what we installed earlier and req no longer lists is
 // removed. The DNS part goes to the DNSConfigurator. The returned error is
 // what the manager reports back to the tunnel (success=false).
-func (h *Host) Apply(ctx context.Context, req *vpnpb.NetworkSettingsRequest) error {
+func (c *Configurator) Apply(ctx context.Context, req *vpnpb.NetworkSettingsRequest) error {
 	s, err := parseSettings(req)
 	if err != nil {
 		return fmt.Errorf("invalid network settings: %w", err)
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
-		return fmt.Errorf("network settings for %s arrived after teardown", h.cfg.Link)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return fmt.Errorf("network settings for %s arrived after teardown", c.cfg.Link)
 	}
 	if s.hasIface {
-		if err := h.applyIface(s); err != nil {
+		if err := c.applyIface(s); err != nil {
 			return err
 		}
 	}
 	if s.hasDNS {
-		if err := h.applyDNS(ctx, s.dns); err != nil {
+		if err := c.applyDNS(ctx, s.dns); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (h *Host) link() netlink.Link {
+func (c *Configurator) link() netlink.Link {
 	// The netlink calls below only use the index, so a bare attrs-only link
 	// avoids a lookup round trip per call.
-	return &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: h.ifindex, Name: h.cfg.Link}}
+	return &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: c.ifindex, Name: c.cfg.Link}}
 }
 
-func (h *Host) applyIface(s settings) error {
-	link := h.link()
+func (c *Configurator) applyIface(s settings) error {
+	link := c.link()
 	// MTU first: IPv6 is disabled on links under 1280 bytes, so addresses can
 	// only be added once the MTU allows them.
 	if s.mtu != 0 {
-		if err := h.nl.LinkSetMTU(link, s.mtu); err != nil {
-			return fmt.Errorf("set MTU %d on %s: %w", s.mtu, h.cfg.Link, err)
+		if err := c.nl.LinkSetMTU(link, s.mtu); err != nil {
+			return fmt.Errorf("set MTU %d on %s: %w", s.mtu, c.cfg.Link, err)
 		}
-		h.setMTU = true
+		c.setMTU = true
 	}
-	if err := h.nl.LinkSetUp(link); err != nil {
-		return fmt.Errorf("bring %s up: %w", h.cfg.Link, err)
+	if err := c.nl.LinkSetUp(link); err != nil {
+		return fmt.Errorf("bring %s up: %w", c.cfg.Link, err)
 	}
-	h.setUp = true
+	c.setUp = true
 
-	for _, p := range h.addrs {
+	for _, p := range c.addrs {
 		if !contains(s.addrs, p) {
-			if err := h.nl.AddrDel(link, addrOf(p)); err != nil && !gone(err) {
-				return fmt.Errorf("remove address %s from %s: %w", p, h.cfg.Link, err)
+			if err := c.nl.AddrDel(link, addrOf(p)); err != nil && !gone(err) {
+				return fmt.Errorf("remove address %s from %s: %w", p, c.cfg.Link, err)
 			}
 		}
 	}
-	h.addrs = keep(h.addrs, s.addrs)
+	c.addrs = keep(c.addrs, s.addrs)
 	for _, p := range s.addrs {
-		if err := h.nl.AddrReplace(link, addrOf(p)); err != nil {
-			return fmt.Errorf("add address %s to %s: %w", p, h.cfg.Link, err)
+		if err := c.nl.AddrReplace(link, addrOf(p)); err != nil {
+			return fmt.Errorf("add address %s to %s: %w", p, c.cfg.Link, err)
 		}
-		if !contains(h.addrs, p) {
-			h.addrs = append(h.addrs, p)
+		if !contains(c.addrs, p) {
+			c.addrs = append(c.addrs, p)
 		}
 	}
 
-	for _, p := range h.routes {
+	for _, p := range c.routes {
 		if !contains(s.routes, p) {
-			if err := h.nl.RouteDel(h.routeOf(p)); err != nil && !gone(err) {
-				return fmt.Errorf("remove route %s via %s: %w", p, h.cfg.Link, err)
+			if err := c.nl.RouteDel(c.routeOf(p)); err != nil && !gone(err) {
+				return fmt.Errorf("remove route %s via %s: %w", p, c.cfg.Link, err)
 			}
 		}
 	}
-	h.routes = keep(h.routes, s.routes)
+	c.routes = keep(c.routes, s.routes)
 	for _, p := range s.routes {
-		if err := h.nl.RouteReplace(h.routeOf(p)); err != nil {
-			return fmt.Errorf("add route %s via %s: %w", p, h.cfg.Link, err)
+		if err := c.nl.RouteReplace(c.routeOf(p)); err != nil {
+			return fmt.Errorf("add route %s via %s: %w", p, c.cfg.Link, err)
 		}
-		if !contains(h.routes, p) {
-			h.routes = append(h.routes, p)
+		if !contains(c.routes, p) {
+			c.routes = append(c.routes, p)
 		}
 	}
 	return nil
 }
 
-func (h *Host) applyDNS(ctx context.Context, d DNSSettings) error {
-	link := Link{Index: h.ifindex, Name: h.cfg.Link}
+func (c *Configurator) applyDNS(ctx context.Context, d DNSSettings) error {
+	link := Link{Index: c.ifindex, Name: c.cfg.Link}
 	if len(d.Servers) == 0 {
-		if h.dnsSet {
-			if err := h.cfg.DNS.RevertDNS(ctx, link); err != nil {
+		if c.dnsSet {
+			if err := c.cfg.DNS.RevertDNS(ctx, link); err != nil {
 				return err
 			}
-			h.dnsSet = false
+			c.dnsSet = false
 		}
 		return nil
 	}
-	if err := h.cfg.DNS.SetDNS(ctx, link, d); err != nil {
+	if err := c.cfg.DNS.SetDNS(ctx, link, d); err != nil {
 		var nc *NotConfiguredError
 		if errors.As(err, &nc) {
 			// Not a failure of the tunnel's request: the machine just has no
 			// resolver we can program. Tell the person, once per change.
-			if msg := nc.Error(); msg != h.lastNote {
-				h.lastNote = msg
-				if h.cfg.Notify != nil {
-					h.cfg.Notify(msg)
+			if msg := nc.Error(); msg != c.lastNote {
+				c.lastNote = msg
+				if c.cfg.Notify != nil {
+					c.cfg.Notify(msg)
 				}
 			}
 			return nil
 		}
 		return err
 	}
-	h.dnsSet = true
+	c.dnsSet = true
 	return nil
 }
 
 // Close undoes everything Apply did: DNS reverted, routes and addresses
 // removed, MTU and link state restored. It is idempotent. Changes the kernel
 // already dropped (the TUN went away with its last fd) count as undone.
-func (h *Host) Close() error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
+func (c *Configurator) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
 		return nil
 	}
-	h.closed = true
+	c.closed = true
 	var errs []error
-	if h.dnsSet {
+	if c.dnsSet {
 		// Bounded by the D-Bus call timeout inside the configurator.
-		if err := h.cfg.DNS.RevertDNS(context.Background(), Link{Index: h.ifindex, Name: h.cfg.Link}); err != nil {
+		if err := c.cfg.DNS.RevertDNS(context.Background(), Link{Index: c.ifindex, Name: c.cfg.Link}); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	link := h.link()
-	for _, p := range h.routes {
-		if err := h.nl.RouteDel(h.routeOf(p)); err != nil && !gone(err) {
-			errs = append(errs, fmt.Errorf("remove route %s via %s: %w", p, h.cfg.Link, err))
+	link := c.link()
+	for _, p := range c.routes {
+		if err := c.nl.RouteDel(c.routeOf(p)); err != nil && !gone(err) {
+			errs = append(errs, fmt.Errorf("remove route %s via %s: %w", p, c.cfg.Link, err))
 		}
 	}
-	for _, p := range h.addrs {
-		if err := h.nl.AddrDel(link, addrOf(p)); err != nil && !gone(err) {
-			errs = append(errs, fmt.Errorf("remove address %s from %s: %w", p, h.cfg.Link, err))
+	for _, p := range c.addrs {
+		if err := c.nl.AddrDel(link, addrOf(p)); err != nil && !gone(err) {
+			errs = append(errs, fmt.Errorf("remove address %s from %s: %w", p, c.cfg.Link, err))
 		}
 	}
-	if h.setMTU && h.origMTU != 0 {
-		if err := h.nl.LinkSetMTU(link, h.origMTU); err != nil && !gone(err) {
-			errs = append(errs, fmt.Errorf("restore MTU %d on %s: %w", h.origMTU, h.cfg.Link, err))
+	if c.setMTU && c.origMTU != 0 {
+		if err := c.nl.LinkSetMTU(link, c.origMTU); err != nil && !gone(err) {
+			errs = append(errs, fmt.Errorf("restore MTU %d on %s: %w", c.origMTU, c.cfg.Link, err))
 		}
 	}
-	if h.setUp && !h.origUp {
-		if err := h.nl.LinkSetDown(link); err != nil && !gone(err) {
-			errs = append(errs, fmt.Errorf("bring %s down: %w", h.cfg.Link, err))
+	if c.setUp && !c.origUp {
+		if err := c.nl.LinkSetDown(link); err != nil && !gone(err) {
+			errs = append(errs, fmt.Errorf("bring %s down: %w", c.cfg.Link, err))
 		}
 	}
-	h.addrs, h.routes = nil, nil
-	if h.ownsNL {
-		h.nl.Close()
+	c.addrs, c.routes = nil, nil
+	if c.ownsNL {
+		c.nl.Close()
 	}
 	return errors.Join(errs...)
 }
@@ -253,8 +253,8 @@ func addrOf(p netip.Prefix) *netlink.Addr {
 	return a
 }
 
-func (h *Host) routeOf(p netip.Prefix) *netlink.Route {
-	return &netlink.Route{LinkIndex: h.ifindex, Dst: prefixNet(p), Scope: netlink.SCOPE_LINK}
+func (c *Configurator) routeOf(p netip.Prefix) *netlink.Route {
+	return &netlink.Route{LinkIndex: c.ifindex, Dst: prefixNet(p), Scope: netlink.SCOPE_LINK}
 }
 
 func prefixNet(p netip.Prefix) *net.IPNet {

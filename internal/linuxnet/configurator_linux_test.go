@@ -1,4 +1,4 @@
-package linuxhost
+package linuxnet
 
 import (
 	"context"
@@ -58,7 +58,7 @@ func readKernel(t *testing.T, nl *netlink.Handle, name string) kernelState {
 	return st
 }
 
-func TestHostApplyAndTeardown(t *testing.T) {
+func TestConfiguratorApplyAndTeardown(t *testing.T) {
 	requireRoot(t)
 	fds := countFDs(t)
 	ns, nl := newNetns(t)
@@ -157,7 +157,7 @@ func TestHostApplyAndTeardown(t *testing.T) {
 	}
 }
 
-func TestHostCloseAfterDeviceGone(t *testing.T) {
+func TestConfiguratorCloseAfterDeviceGone(t *testing.T) {
 	requireRoot(t)
 	ns, nl := newNetns(t)
 	tun, err := CreateTUNIn(ns, "cvpntest1")
@@ -177,7 +177,7 @@ func TestHostCloseAfterDeviceGone(t *testing.T) {
 	}
 }
 
-func TestHostRejectsBadSettings(t *testing.T) {
+func TestConfiguratorRejectsBadSettings(t *testing.T) {
 	requireRoot(t)
 	ns, nl := newNetns(t)
 	tun, err := CreateTUNIn(ns, "cvpntest2")
@@ -241,7 +241,7 @@ func TestNewUnknownLink(t *testing.T) {
 // A link that was already up stays up, so this proves teardown deletes our
 // addresses and routes itself rather than relying on the kernel flushing
 // them when the link goes down.
-func TestHostTeardownOnLinkThatWasUp(t *testing.T) {
+func TestConfiguratorTeardownOnLinkThatWasUp(t *testing.T) {
 	requireRoot(t)
 	ns, nl := newNetns(t)
 	tun, err := CreateTUNIn(ns, "cvpntest3")

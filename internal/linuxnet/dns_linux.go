@@ -1,4 +1,4 @@
-package linuxhost
+package linuxnet
 
 import (
 	"context"
@@ -17,12 +17,12 @@ type Link struct {
 type DNSConfigurator interface {
 	// SetDNS replaces the link's DNS configuration. A *NotConfiguredError
 	// means "nothing was changed, and here is why and what to do instead";
-	// the Host reports it to the person and does not fail the request.
+	// the Configurator reports it to the person and does not fail the request.
 	SetDNS(ctx context.Context, link Link, s DNSSettings) error
 	// RevertDNS removes what SetDNS configured for the link.
 	RevertDNS(ctx context.Context, link Link) error
 	// Close releases the configurator's resources (not the settings: the
-	// Host reverts those before its owner closes the configurator).
+	// Configurator reverts those before its owner closes this one).
 	Close() error
 }
 

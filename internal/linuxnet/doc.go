@@ -1,7 +1,9 @@
-// Package linuxhost is the Linux half of a CoderVPN manager: it creates the TUN
-// device and applies the tunnel's NetworkSettingsRequests to the kernel
-// (addresses, routes, MTU, link state through netlink) and to the resolver
-// (systemd-resolved over D-Bus), and undoes all of it on teardown.
+// Package linuxnet configures Linux networking for a CoderVPN tunnel, the
+// part of a Linux host's manager role that touches the system: it creates
+// the TUN device, and a Configurator applies the tunnel's
+// NetworkSettingsRequests to the kernel (addresses, routes, MTU, link state
+// through netlink) and to the resolver (systemd-resolved over D-Bus), and
+// undoes all of it on teardown.
 //
 // Every kernel operation goes through a netlink handle the caller may bind to
 // another network namespace, so a demo or a test can configure a TUN that lives
@@ -9,4 +11,4 @@
 //
 // The package only builds on Linux; this file exists so that the package
 // (and its documentation) exists on every platform.
-package linuxhost
+package linuxnet

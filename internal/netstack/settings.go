@@ -8,11 +8,11 @@ import (
 	vpnpb "github.com/codervpn/codervpn/proto"
 )
 
-// DefaultMTU is the link MTU the host uses when a NetworkSettingsRequest
-// leaves mtu at 0: macOS gives a utun interface 1500 unless told otherwise.
-// A tunnel that forgets to send 1280 thus gets packets too big for its path,
-// as it would on a real Mac.
-const DefaultMTU = 1500
+// InitialMTU is the link MTU of a utun before the tunnel's settings set one,
+// and what a NetworkSettingsRequest with mtu 0 leaves it at: macOS gives a
+// utun interface 1500 unless told otherwise. A tunnel that forgets to send
+// 1280 thus gets packets too big for its path, as it would on a real Mac.
+const InitialMTU = 1500
 
 // Config is a NetworkSettingsRequest as the host's network stack applies
 // it: parsed, validated, and without the parts a Stack has no use for.
@@ -29,7 +29,7 @@ type Config struct {
 	// MatchDomains are the DNS suffixes routed to DNSServers, without the
 	// trailing dot.
 	MatchDomains []string
-	// MTU of the link; DefaultMTU when the request said 0.
+	// MTU of the link; InitialMTU when the request said 0.
 	MTU uint32
 }
 
@@ -39,7 +39,7 @@ type Config struct {
 func ParseSettings(req *vpnpb.NetworkSettingsRequest) (Config, error) {
 	cfg := Config{MTU: req.GetMtu()}
 	if cfg.MTU == 0 {
-		cfg.MTU = DefaultMTU
+		cfg.MTU = InitialMTU
 	}
 	if cfg.MTU < 576 || cfg.MTU > 65535 {
 		return Config{}, fmt.Errorf("mtu %d is outside 576..65535", cfg.MTU)

@@ -77,7 +77,7 @@ func New(t testing.TB, opts Options) *Host {
 }
 
 func newHost(t testing.TB, opts Options) (*Host, error) {
-	ns, tunSock, err := netstack.NewSocketpair(DefaultMTU)
+	ns, tunSock, err := netstack.NewSocketpair(netstack.InitialMTU)
 	if err != nil {
 		return nil, fmt.Errorf("the host's network stack: %w", err)
 	}

@@ -24,12 +24,6 @@ type NetstackStats = netstack.Stats
 // it: parsed, validated, and without the parts a Netstack has no use for.
 type NetConfig = netstack.Config
 
-// DefaultMTU is the link MTU the host uses when a NetworkSettingsRequest
-// leaves mtu at 0: macOS gives a utun interface 1500 unless told otherwise.
-// A tunnel that forgets to send 1280 thus gets packets too big for its path,
-// as it would on a real Mac.
-const DefaultMTU = netstack.DefaultMTU
-
 // NewNetstack attaches a new stack to fd, which must be a packet socket (or
 // utun device) that carries utun-framed packets. The Netstack works on its
 // own duplicate of fd, made non-blocking; the caller keeps fd. Note that
