@@ -18,7 +18,6 @@ import (
 
 	vpnpb "github.com/codervpn/codervpn/proto"
 	"github.com/codervpn/codervpn/vpnlib/hosttest"
-	"github.com/codervpn/codervpn/vpnlib/manager"
 	"github.com/codervpn/codervpn/vpnlib/vpntest"
 )
 
@@ -217,7 +216,7 @@ func TestTunnelGetPeerUpdateStorm(t *testing.T) {
 	for _, p := range snapshotProblems(snap, owner) {
 		t.Errorf("final snapshot: %s", p)
 	}
-	got, err := manager.NewPeers(snap)
+	got, err := hosttest.NewPeerState(snap)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,17 +60,6 @@ func (t *timeline) markAt(name string, at time.Time, detail string) {
 	}
 }
 
-// has reports whether name was recorded.
-func (t *timeline) has(name string) bool {
-	if t == nil {
-		return false
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	_, ok := t.marks[name]
-	return ok
-}
-
 // print writes the milestones in the order they happened, as offsets from
 // the start, each with the step since the one before.
 func (t *timeline) print(w io.Writer) {

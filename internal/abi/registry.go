@@ -154,13 +154,6 @@ func (r *Registry) Stop(h int32) int32 {
 	return 0
 }
 
-// Len is the number of tunnels registered now, stopped or not.
-func (r *Registry) Len() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.tunnels)
-}
-
 // fdAccess reports whether fd is open and allows the access mode want
 // (O_RDONLY, O_WRONLY or O_RDWR; an O_RDWR fd allows every mode).
 func fdAccess(fd int, want int) bool {

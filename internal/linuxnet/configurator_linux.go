@@ -80,9 +80,6 @@ func New(cfg Config) (*Configurator, error) {
 	return c, nil
 }
 
-// Index is the interface index, as the resolver and routes know it.
-func (c *Configurator) Index() int { return c.ifindex }
-
 // Apply makes the interface match req. The interface part (MTU, addresses,
 // routes) is reconciled: what we installed earlier and req no longer lists is
 // removed. The DNS part goes to the DNSConfigurator. The returned error is

@@ -185,32 +185,3 @@ func dedupe(ps []netip.Prefix) []netip.Prefix {
 	})
 	return slices.Compact(ps)
 }
-
-// Settings is a NetworkSettingsRequest checked and converted, for hosts that
-// apply the tunnel's requests to something other than the kernel (the demo's
-// userspace stack) but want the same validation as Host.Apply.
-type Settings struct {
-	// HasInterface is set when the request carries the interface part (MTU,
-	// addresses, routes); Addrs and Routes are then the complete sets.
-	HasInterface bool
-	// MTU is 0 when the request leaves it alone.
-	MTU    int
-	Addrs  []netip.Prefix
-	Routes []netip.Prefix
-	// HasDNS is set when the request carries the resolver part.
-	HasDNS bool
-	DNS    DNSSettings
-}
-
-// ParseSettings validates req as Host.Apply does; the error names the field
-// and value at fault.
-func ParseSettings(req *vpnpb.NetworkSettingsRequest) (Settings, error) {
-	s, err := parseSettings(req)
-	if err != nil {
-		return Settings{}, err
-	}
-	return Settings{
-		HasInterface: s.hasIface, MTU: s.mtu, Addrs: s.addrs, Routes: s.routes,
-		HasDNS: s.hasDNS, DNS: s.dns,
-	}, nil
-}

@@ -10,10 +10,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultTUNName is the interface name `codervpn up` uses, the same as the
-// Coder tunnel's own on Linux.
-const DefaultTUNName = "coder0"
-
 // CreateTUN creates (or attaches to) the TUN interface name in the calling
 // thread's network namespace and returns its fd. The device is opened with
 // IFF_TUN|IFF_NO_PI, the raw-IP framing the tunnel core expects, and is not

@@ -97,7 +97,7 @@ func newHost(t testing.TB, opts Options) (*Host, error) {
 		mgrW.Close()
 		return nil, fmt.Errorf("create the tunnel→manager pipe: %w", err)
 	}
-	peers, _ := manager.NewPeers()
+	peers, _ := NewPeerState()
 	return &Host{
 		t:       t,
 		opts:    opts,

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/codervpn/codervpn/internal/netstack"
 	"github.com/codervpn/codervpn/internal/netstack/netstacktest"
 	vpnpb "github.com/codervpn/codervpn/proto"
 	"github.com/codervpn/codervpn/vpnlib/speaker"
@@ -50,7 +51,7 @@ func TestHostSession(t *testing.T) {
 	ctx := testCtx(t)
 	h := New(t, Options{SendTunFD: true})
 	tunFile, _, _ := h.TunnelFiles()
-	peer, err := NewNetstack(int(tunFile.Fd()), 1280)
+	peer, err := netstack.New(int(tunFile.Fd()), 1280)
 	if err != nil {
 		t.Fatal(err)
 	}

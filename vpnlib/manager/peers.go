@@ -2,8 +2,6 @@ package manager
 
 import (
 	"fmt"
-	"slices"
-	"sort"
 	"strings"
 
 	"github.com/google/uuid"
@@ -99,63 +97,4 @@ func (s *Peers) Clone() *Peers {
 		c.Agents[id] = proto.CloneOf(a)
 	}
 	return c
-}
-
-// Workspace returns the workspace called name, or nil.
-func (s *Peers) Workspace(name string) *vpnpb.Workspace {
-	for _, w := range s.Workspaces {
-		if w.GetName() == name {
-			return w
-		}
-	}
-	return nil
-}
-
-// Agent returns the agent called agent in the workspace called workspace, or
-// nil. The workspace must be known, as in the manager's UI.
-func (s *Peers) Agent(workspace, agent string) *vpnpb.Agent {
-	w := s.Workspace(workspace)
-	if w == nil {
-		return nil
-	}
-	for _, a := range s.Agents {
-		if a.GetName() == agent && slices.Equal(a.GetWorkspaceId(), w.GetId()) {
-			return a
-		}
-	}
-	return nil
-}
-
-// AgentByFQDN returns the agent that lists fqdn (compared without case and
-// trailing dot), or nil.
-func (s *Peers) AgentByFQDN(fqdn string) *vpnpb.Agent {
-	want := strings.TrimSuffix(strings.ToLower(fqdn), ".")
-	for _, a := range s.Agents {
-		for _, f := range a.GetFqdn() {
-			if strings.TrimSuffix(strings.ToLower(f), ".") == want {
-				return a
-			}
-		}
-	}
-	return nil
-}
-
-// String lists workspaces and agents by name, sorted, for failure messages.
-func (s *Peers) String() string {
-	var ws, as []string
-	names := map[string]string{}
-	for id, w := range s.Workspaces {
-		ws = append(ws, fmt.Sprintf("%s(%s)", w.GetName(), w.GetStatus()))
-		names[string(id[:])] = w.GetName()
-	}
-	for _, a := range s.Agents {
-		wsName, ok := names[string(a.GetWorkspaceId())]
-		if !ok {
-			wsName = "?"
-		}
-		as = append(as, fmt.Sprintf("%s.%s%v", a.GetName(), wsName, a.GetIpAddrs()))
-	}
-	sort.Strings(ws)
-	sort.Strings(as)
-	return fmt.Sprintf("after %d updates: workspaces [%s] agents [%s]", s.Updates, strings.Join(ws, " "), strings.Join(as, " "))
 }

@@ -54,8 +54,8 @@
 // Call sends a request and waits for its reply; Reply answers a request the
 // OnRequest handler got; ReplyFinal answers the last one (the StopResponse)
 // and closes our write side so the peer reads a clean EOF; Send writes a
-// one-way message. A reply that matches no waiting Call is dropped and
-// counted (DroppedReplies).
+// one-way message. A reply that matches no waiting Call (its caller gave
+// up, or the peer answered an id never sent) is dropped.
 //
 // # Version gates
 //

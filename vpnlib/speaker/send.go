@@ -15,8 +15,8 @@ import (
 // Call sends msg as a request and waits for the peer's reply. It assigns
 // rpc.msg_id (1, 2, ... per speaker) on the copy it sends; msg itself is not
 // modified. It returns early when ctx is done (a reply arriving later is
-// dropped and counted in DroppedReplies) or when the session ends (the error
-// wraps ErrClosed and says why it ended).
+// dropped, never handed to another caller) or when the session ends (the
+// error wraps ErrClosed and says why it ended).
 func (s *Speaker[S, R]) Call(ctx context.Context, msg S) (R, error) {
 	var zero R
 	kind := messageKind(msg)

@@ -198,11 +198,6 @@ func (s *Speaker[S, R]) Err() error {
 	return s.err
 }
 
-// DroppedReplies counts replies that matched no waiting Call: the Call had
-// given up (context done) before the reply came, or the peer answered an id
-// we never sent. Such replies are discarded, never handed to another caller.
-func (s *Speaker[S, R]) DroppedReplies() uint64 { return s.dropped.Load() }
-
 // Close ends the session: it closes r and w, which unblocks the read loop and
 // any write stuck on a full pipe, fails every pending Call with an error
 // wrapping ErrClosed, and waits for the read goroutine to exit. It is
