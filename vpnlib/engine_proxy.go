@@ -8,7 +8,6 @@ import (
 	"github.com/google/uuid"
 	"tailscale.com/types/key"
 
-	"github.com/coder/coder/v2/tailnet"
 	"github.com/coder/coder/v2/tailnet/proto"
 )
 
@@ -26,7 +25,7 @@ import (
 // The batches (peerBatcher) go out from its run method, which must be
 // running for the updates to arrive.
 type engineProxy struct {
-	*tailnet.Conn
+	engine
 	batch *peerBatcher
 	ended context.Context // done once the session is ending
 
@@ -35,8 +34,8 @@ type engineProxy struct {
 }
 
 // newEngineProxy returns the proxy of conn for a session that ends with ctx.
-func newEngineProxy(ctx context.Context, conn *tailnet.Conn) *engineProxy {
-	return &engineProxy{Conn: conn, batch: newPeerBatcher(conn.UpdatePeers), ended: ctx, keys: map[uuid.UUID]key.NodePublic{}}
+func newEngineProxy(ctx context.Context, conn engine) *engineProxy {
+	return &engineProxy{engine: conn, batch: newPeerBatcher(conn.UpdatePeers), ended: ctx, keys: map[uuid.UUID]key.NodePublic{}}
 }
 
 // UpdatePeers implements tailnet.Coordinatee: it notes each peer's key and
@@ -60,7 +59,7 @@ func (v *engineProxy) SetAllPeersLost() {
 		return
 	}
 	v.batch.flush()
-	v.Conn.SetAllPeersLost()
+	v.engine.SetAllPeersLost()
 }
 
 // run delivers the queued peer updates until the session ends.
@@ -90,7 +89,7 @@ func (v *engineProxy) record(updates []*proto.CoordinateResponse_PeerUpdate) {
 
 // LastHandshakes implements peerEngine.
 func (v *engineProxy) LastHandshakes() map[uuid.UUID]time.Time {
-	st := v.Conn.Status()
+	st := v.engine.Status()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	out := make(map[uuid.UUID]time.Time, len(v.keys))
@@ -105,7 +104,7 @@ func (v *engineProxy) LastHandshakes() map[uuid.UUID]time.Time {
 // configured reports whether the engine has a WireGuard peer for each of
 // ids: the coordinator sent its node and the engine took it in.
 func (v *engineProxy) configured(ids []uuid.UUID) bool {
-	st := v.Conn.Status()
+	st := v.engine.Status()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for _, id := range ids {

@@ -3,7 +3,18 @@ package vpnlib
 import (
 	"os"
 	"testing"
+
+	"github.com/coder/coder/v2/tailnet"
 )
+
+// Engine is what a session needs of the tailnet engine, for fakes.
+type Engine = engine
+
+// SetEngine makes tunnels made with c start newEngine instead of the
+// tailnet engine.
+func SetEngine(c *TunnelConfig, newEngine func(*tailnet.Options) (Engine, error)) {
+	c.newEngine = newEngine
+}
 
 // EnginePeers reports how many WireGuard peers the running session's engine
 // has, or -1 when no session runs. For tests that must know when the

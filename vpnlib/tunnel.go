@@ -13,6 +13,7 @@ import (
 	"github.com/tailscale/wireguard-go/tun"
 
 	"cdr.dev/slog/v3"
+	"github.com/coder/coder/v2/tailnet"
 
 	vpnpb "github.com/codervpn/codervpn/proto"
 	"github.com/codervpn/codervpn/tunfd"
@@ -79,6 +80,10 @@ type TunnelConfig struct {
 	// OpenTun opens the tunnel device for fd; nil means tunfd.Open with
 	// tunfd.TunnelMTU. Tests use it to count or fail device opens.
 	OpenTun func(fd int) (tun.Device, error)
+
+	// newEngine starts the tailnet engine; nil means startTailnet. Tests
+	// of this package hand in a fake.
+	newEngine func(*tailnet.Options) (engine, error)
 }
 
 func (c *TunnelConfig) setDefaults() {
@@ -93,6 +98,9 @@ func (c *TunnelConfig) setDefaults() {
 	}
 	if c.PingInterval <= 0 {
 		c.PingInterval = DefaultPingInterval
+	}
+	if c.newEngine == nil {
+		c.newEngine = startTailnet
 	}
 	if c.OpenTun == nil {
 		c.OpenTun = func(fd int) (tun.Device, error) {
