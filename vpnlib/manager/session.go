@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 
+	"github.com/codervpn/codervpn/internal/progress"
 	vpnpb "github.com/codervpn/codervpn/proto"
 	"github.com/codervpn/codervpn/vpnlib/speaker"
 )
@@ -69,12 +70,12 @@ type Session struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the worker has handled everything and exited
 
+	handled progress.Count // messages the worker has handled
+
 	mu       sync.Mutex
 	queue    []*vpnpb.TunnelMessage // received, not yet handled, in order
 	kick     chan struct{}          // wakes the worker; capacity 1
 	received uint64
-	handled  uint64
-	progress chan struct{} // closed and replaced whenever handled grows
 }
 
 // Connect performs the handshake as the manager on r and w (bounded by
@@ -88,9 +89,8 @@ func Connect(ctx context.Context, r io.ReadCloser, w io.WriteCloser, cfg Config)
 	sctx, cancel := context.WithCancel(context.Background())
 	s := &Session{
 		cfg: cfg, ctx: sctx, cancel: cancel,
-		done:     make(chan struct{}),
-		kick:     make(chan struct{}, 1),
-		progress: make(chan struct{}),
+		done: make(chan struct{}),
+		kick: make(chan struct{}, 1),
 	}
 	sp, err := speaker.NewManager(ctx, r, w, speaker.Options[*vpnpb.TunnelMessage]{
 		Versions:  cfg.Versions,
@@ -152,52 +152,46 @@ func (s *Session) Send(msg *vpnpb.ManagerMessage) error { return s.sp.Send(msg) 
 // returned as is, not as an error: errors are for a session that failed or
 // a wrong reply.
 func (s *Session) Start(ctx context.Context, req *vpnpb.StartRequest) (*vpnpb.StartResponse, error) {
-	reply, err := s.Call(ctx, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_Start{Start: req}})
-	if err != nil {
-		return nil, err
-	}
-	if r := reply.GetStart(); r != nil {
-		return r, nil
-	}
-	return nil, wrongReply("StartRequest", "StartResponse", reply)
+	return typedCall(ctx, s, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_Start{Start: req}},
+		(*vpnpb.TunnelMessage).GetStart, "StartRequest", "StartResponse")
 }
 
 // Stop sends a StopRequest and returns the StopResponse. After it the
 // tunnel closes its side, and the session ends.
 func (s *Session) Stop(ctx context.Context) (*vpnpb.StopResponse, error) {
-	reply, err := s.Call(ctx, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_Stop{Stop: &vpnpb.StopRequest{}}})
-	if err != nil {
-		return nil, err
-	}
-	if r := reply.GetStop(); r != nil {
-		return r, nil
-	}
-	return nil, wrongReply("StopRequest", "StopResponse", reply)
+	return typedCall(ctx, s, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_Stop{Stop: &vpnpb.StopRequest{}}},
+		(*vpnpb.TunnelMessage).GetStop, "StopRequest", "StopResponse")
 }
 
 // Wake tells the tunnel the system woke from sleep. Below protocol 1.3
 // nothing is sent and the error wraps speaker.ErrUnsupportedByPeer.
 func (s *Session) Wake(ctx context.Context) error {
-	reply, err := s.Call(ctx, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_Wake{Wake: &vpnpb.WakeRequest{}}})
-	if err != nil {
-		return err
-	}
-	if reply.GetWake() == nil {
-		return wrongReply("WakeRequest", "WakeResponse", reply)
-	}
-	return nil
+	_, err := typedCall(ctx, s, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_Wake{Wake: &vpnpb.WakeRequest{}}},
+		(*vpnpb.TunnelMessage).GetWake, "WakeRequest", "WakeResponse")
+	return err
 }
 
 // GetPeerUpdate asks for a full snapshot of workspaces and agents.
 func (s *Session) GetPeerUpdate(ctx context.Context) (*vpnpb.PeerUpdate, error) {
-	reply, err := s.Call(ctx, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_GetPeerUpdate{GetPeerUpdate: &vpnpb.GetPeerUpdate{}}})
+	return typedCall(ctx, s, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_GetPeerUpdate{GetPeerUpdate: &vpnpb.GetPeerUpdate{}}},
+		(*vpnpb.TunnelMessage).GetPeerUpdate, "GetPeerUpdate", "PeerUpdate")
+}
+
+// typedCall sends msg and returns the part of the reply that get picks (a
+// nil pointer when the reply carries something else, which is an error
+// naming both).
+func typedCall[T comparable](ctx context.Context, s *Session, msg *vpnpb.ManagerMessage,
+	get func(*vpnpb.TunnelMessage) T, req, want string,
+) (T, error) {
+	var none T
+	reply, err := s.Call(ctx, msg)
 	if err != nil {
-		return nil, err
+		return none, err
 	}
-	if r := reply.GetPeerUpdate(); r != nil {
+	if r := get(reply); r != none {
 		return r, nil
 	}
-	return nil, wrongReply("GetPeerUpdate", "PeerUpdate", reply)
+	return none, wrongReply(req, want, reply)
 }
 
 func wrongReply(req, want string, got *vpnpb.TunnelMessage) error {

@@ -39,11 +39,7 @@ func (s *Session) run() {
 			return
 		}
 		s.handle(msg)
-		s.mu.Lock()
-		s.handled++
-		close(s.progress)
-		s.progress = make(chan struct{})
-		s.mu.Unlock()
+		s.handled.Add(1)
 	}
 }
 
@@ -81,21 +77,7 @@ func (s *Session) catchUp(ctx context.Context) {
 	s.mu.Lock()
 	target := s.received
 	s.mu.Unlock()
-	for {
-		s.mu.Lock()
-		caught, progress := s.handled >= target, s.progress
-		s.mu.Unlock()
-		if caught {
-			return
-		}
-		select {
-		case <-progress:
-		case <-s.done:
-			return
-		case <-ctx.Done():
-			return
-		}
-	}
+	s.handled.Await(ctx, target, s.done)
 }
 
 func (s *Session) handle(msg *vpnpb.TunnelMessage) {

@@ -2,7 +2,8 @@ package speaker
 
 import (
 	"context"
-	"sync"
+
+	"github.com/codervpn/codervpn/internal/progress"
 )
 
 // readProgress tells Quiesce how far the reader has got: how many frames it
@@ -10,25 +11,7 @@ import (
 // a handler that calls Quiesce already counts its own frame), and how many
 // it had taken when it last found its buffer empty.
 type readProgress struct {
-	mu         sync.Mutex
-	dispatched uint64
-	caughtAt   uint64
-	idle       chan struct{} // closed (and replaced) whenever caughtAt moves
-}
-
-func (p *readProgress) dispatchedOne() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.dispatched++
-}
-
-// caughtUp records that everything read so far has been dispatched.
-func (p *readProgress) caughtUp() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.caughtAt = p.dispatched
-	close(p.idle)
-	p.idle = make(chan struct{})
+	dispatched, caughtUp progress.Count
 }
 
 // Quiesce waits until the reader has dispatched everything that arrived
@@ -41,23 +24,5 @@ func (p *readProgress) caughtUp() {
 // request the manager pipelined right behind the Stop must reach the
 // tunnel's queues before that, or it is never answered.
 func (s *Speaker[S, R]) Quiesce(ctx context.Context) bool {
-	p := &s.read
-	p.mu.Lock()
-	target := p.dispatched
-	p.mu.Unlock()
-	for {
-		p.mu.Lock()
-		done, idle := p.caughtAt >= target, p.idle
-		p.mu.Unlock()
-		if done {
-			return true
-		}
-		select {
-		case <-idle:
-		case <-s.readDone:
-			return true
-		case <-ctx.Done():
-			return false
-		}
-	}
+	return s.read.caughtUp.Await(ctx, s.read.dispatched.Load(), s.readDone)
 }

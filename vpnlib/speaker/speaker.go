@@ -151,7 +151,6 @@ func newSpeaker[S, R Message](ctx context.Context, role Role, r io.ReadCloser, w
 		pending:  make(map[uint64]chan R),
 		done:     make(chan struct{}),
 		readDone: make(chan struct{}),
-		read:     readProgress{idle: make(chan struct{})},
 	}
 	versions := opts.Versions
 	if len(versions) == 0 {
@@ -284,7 +283,7 @@ func (s *Speaker[S, R]) readLoop() {
 	br := bufio.NewReaderSize(s.r, payloadChunk)
 	for {
 		if br.Buffered() == 0 {
-			s.read.caughtUp()
+			s.read.caughtUp.Raise(s.read.dispatched.Load())
 		}
 		msg := s.newR()
 		if err := readFrame(br, msg); err != nil {
@@ -296,7 +295,7 @@ func (s *Speaker[S, R]) readLoop() {
 			s.end(err) // no-op when Close caused the read error
 			return
 		}
-		s.read.dispatchedOne() // before handing over: see Quiesce
+		s.read.dispatched.Add(1) // before handing over: see Quiesce
 		s.dispatch(msg)
 	}
 }
