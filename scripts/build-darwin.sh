@@ -59,9 +59,14 @@ build_dylib() {
 	# own: zig's linker rejects -sectcreate, which the Xcode build uses. The
 	# label matters: without a symbol in the section zig 0.11's x86_64
 	# linker writes it as zeros, eight bytes short.
+	# The bytes are spelled out in the assembly, not .incbin'd: zig caches
+	# the object by its source and would not notice a new Info.plist.
 	sed -e "s/@VERSION@/$VERSION/g" scripts/Info.plist.in >"$obj/Info.plist"
-	printf '%s\n' '.section __TEXT,__info_plist,regular,no_dead_strip' \
-		'codervpn_info_plist:' ".incbin \"$PWD/$obj/Info.plist\"" >"$obj/info_plist.s"
+	{
+		echo '.section __TEXT,__info_plist,regular,no_dead_strip'
+		echo 'codervpn_info_plist:'
+		od -An -tu1 -v "$obj/Info.plist" | sed -e 's/^ *//' -e 's/  */,/g' -e '/^$/d' -e 's/^/.byte /'
+	} >"$obj/info_plist.s"
 
 	for arch in arm64 amd64; do
 		ccarch=$arch
