@@ -38,8 +38,10 @@ llvm() {
 build_codervpn() {
 	local arch
 	for arch in arm64 amd64; do
+		SECONDS=0
 		CGO_ENABLED=0 GOOS=darwin GOARCH=$arch "$GO" build -trimpath -ldflags "$ldflags" \
 			-o "$out/codervpn-$arch" ./cmd/codervpn
+		echo "codervpn-$arch: ${SECONDS}s"
 	done
 	echo "built $out/codervpn-arm64 and $out/codervpn-amd64"
 }
@@ -69,6 +71,7 @@ build_dylib() {
 	} >"$obj/info_plist.s"
 
 	for arch in arm64 amd64; do
+		SECONDS=0
 		ccarch=$arch
 		[ "$arch" = amd64 ] && ccarch=x86_64
 		scripts/darwin/cc -arch "$ccarch" -c -o "$obj/info_plist-$arch.o" "$obj/info_plist.s"
@@ -80,6 +83,7 @@ build_dylib() {
 		# keep only the external symbols. llvm-strip re-signs the arm64
 		# slice's ad-hoc signature.
 		"$strip" -x "$obj/libcodervpn-$arch.dylib"
+		echo "libcodervpn.dylib, $arch slice: ${SECONDS}s"
 	done
 	"$lipo" -create -output "$out/libcodervpn.dylib" "$obj/libcodervpn-arm64.dylib" "$obj/libcodervpn-amd64.dylib"
 	cp "$obj/libcodervpn-arm64.h" "$out/codervpn.h"

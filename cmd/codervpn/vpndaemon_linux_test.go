@@ -258,15 +258,8 @@ func TestVPNDaemonKernelTUN(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no peer row for the agent: %v\n%s", err, stderr)
 	}
-	if v := readKernelView(t, ns, "coder0"); !v.up || v.mtu != 1280 || len(v.addrs) != 1 {
-		t.Fatalf("coder0 while up: %+v, want up, MTU 1280, one address", v)
-	}
-	url := "http://[" + agent.Addr.String() + "]/"
-	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "curl", "-q", "-sS", "--fail",
-		"--noproxy", "*", "--max-time", "30", url).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "hello from agent main") {
-		t.Fatalf("curl %s in %s: %v: %s\n%s", url, ns, err, out, stderr)
-	}
+	checkTunConfigured(t, ns)
+	curlAgentInNetns(ctx, t, ns, agent.Addr)
 	if err := m.Stop(ctx); err != nil {
 		t.Fatalf("Stop: %v\n%s", err, stderr)
 	}
