@@ -72,6 +72,12 @@ func TestCheckCatches(t *testing.T) {
 			"LC_BUILD_VERSION minos 11.0, want 12.0"},
 		{"no build version", func(arm, amd *Slice) []*Slice { amd.HasBuildVersion = false; return []*Slice{arm, amd} }, true,
 			"has no LC_BUILD_VERSION"},
+		{"old version load command too", func(arm, amd *Slice) []*Slice { amd.HasVersionMin = true; return []*Slice{arm, amd} }, true,
+			"also has an LC_VERSION_MIN_MACOSX"},
+		{"re-export", func(arm, amd *Slice) []*Slice {
+			arm.Exports = append(arm.Exports, Export{Name: "_x_cgo_init_again", Reexport: true})
+			return []*Slice{arm, amd}
+		}, true, "exports 1 symbols outside its ABI and Go's cgo glue: _x_cgo_init_again"},
 		{"iOS", func(arm, amd *Slice) []*Slice { arm.Platform = 2; return []*Slice{arm, amd} }, true, "platform 2, want 1"},
 		{"no plist", func(arm, amd *Slice) []*Slice { amd.InfoPlist = nil; return []*Slice{arm, amd} }, true,
 			"CpuAmd64 slice: has no __TEXT,__info_plist section"},
