@@ -13,7 +13,8 @@ UNAME_S := $(shell uname -s)
 LDFLAGS := -s -w -X github.com/codervpn/codervpn/internal/buildinfo.Version=$(VERSION)
 CC ?= cc
 
-.PHONY: all build dylib dlhost codervpn demo-deps test unit fuzz bench demo proto check-proto lint vet-darwin
+.PHONY: all build dylib dlhost codervpn demo-deps test unit fuzz bench demo proto check-proto lint vet-darwin \
+	dylib-darwin codervpn-darwin check-darwin
 
 all: build
 
@@ -68,7 +69,7 @@ proto: $(PROTOC_GEN_GO)
 check-proto: $(PROTOC_GEN_GO)
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
 	$(PROTOC) --plugin=protoc-gen-go=$(PROTOC_GEN_GO) -I proto \
-		--go_out=$$tmp --go_opt=paths=source_relative proto/vpn.proto && \
+		--go_out=$$tmp --go_opt=paths=source_relative proto/vpn.proto || exit 1; \
 	if ! diff -u proto/vpn.pb.go $$tmp/vpn.pb.go; then \
 		echo "proto/vpn.pb.go is stale: run 'make proto' and commit the result" >&2; exit 1; \
 	fi; echo "proto/vpn.pb.go is up to date"
@@ -108,7 +109,38 @@ fuzz:
 		done; \
 	done
 
-test: check-proto lint unit fuzz
+# On Linux every `make test` builds the macOS artefacts and checks them.
+ifeq ($(UNAME_S),Linux)
+CHECK_DARWIN := check-darwin
+endif
+
+test: check-proto lint unit fuzz $(CHECK_DARWIN)
+
+# dylib-darwin: build/darwin/libcodervpn.dylib (universal, macOS 12+, the
+# version in __TEXT,__info_plist, stripped) and build/darwin/codervpn.h, cross-
+# built on Linux: cgo links through `zig cc`, fetched once by
+# scripts/fetch-darwin-toolchain.sh into build/darwin-toolchain. Needs npm
+# and llvm-14 (.ci/run installs them). A Mac builds it with Xcode: make dylib.
+dylib-darwin:
+	VERSION='$(VERSION)' GO='$(GO)' scripts/build-darwin.sh dylib
+
+# codervpn-darwin: build/darwin/codervpn-arm64 and -amd64, the tunnel process
+# Coder Desktop spawns (`codervpn vpn-daemon run`); pure Go.
+codervpn-darwin:
+	VERSION='$(VERSION)' GO='$(GO)' scripts/build-darwin.sh codervpn
+
+# check-darwin reads the darwin artefacts (internal/darwincheck): slices and
+# file types, minimum macOS, exports, linked libraries, Info.plist, strip and
+# signature, and the header against the Linux build's. It fails on any. The
+# Linux header comes from the c-shared build cmd/codervpn's tests make (no
+# -trimpath, which changes no byte of the header), so after `make unit` it
+# costs a link instead of compiling every package once more.
+check-darwin: dylib-darwin codervpn-darwin
+	@mkdir -p $(BUILD)/linux-header
+	CGO_ENABLED=1 $(GO) build -buildmode=c-shared -o $(BUILD)/linux-header/libcodervpn.so ./cmd/dylib
+	CODERVPN_DARWIN_DIR='$(CURDIR)/$(BUILD)/darwin' CODERVPN_DARWIN_VERSION='$(VERSION)' \
+	CODERVPN_LINUX_HEADER='$(CURDIR)/$(BUILD)/linux-header/libcodervpn.h' \
+		$(GO) test -count=1 -v -run '^TestArtefacts$$' ./internal/darwincheck
 
 # bench prints the results table of ./bench (every figure beside its baseline,
 # measured in the same run; see bench/RESULTS.md), then tunfd's per-packet

@@ -40,6 +40,8 @@ const mainUsage = `codervpn puts your Coder workspaces on this machine's network
 Usage:
   codervpn up       connect: create the TUN device, start the tunnel, show status
   codervpn daemon   run the tunnel core on inherited fds (for a managing process)
+  codervpn vpn-daemon run
+                    the same, under the command line Coder Desktop spawns
   codervpn demo     an embedded Coder deployment and a real tunnel, end to end
   codervpn version  print the version
 
@@ -229,4 +231,18 @@ func printUsage(w io.Writer, synopsis, desc string, fs *flag.FlagSet) {
 	fs.SetOutput(w)
 	fs.PrintDefaults()
 	fs.SetOutput(io.Discard)
+}
+
+// reportCLIError prints a command-line error the way every subcommand does.
+func reportCLIError(cmd string, err error, stderr io.Writer) int {
+	if errors.Is(err, errHelp) {
+		return exitOK
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "codervpn %s: %v\nRun 'codervpn %s --help' for usage.\n", cmd, err, cmd)
+		return exitUsage
+	}
+	fmt.Fprintf(stderr, "codervpn %s: %v\n", cmd, err)
+	return exitError
 }

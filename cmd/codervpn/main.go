@@ -1,10 +1,12 @@
 // Command codervpn is the Linux host of the CoderVPN tunnel core: it puts a
-// Coder user's workspaces on this machine's network.
+// Coder user's workspaces on this machine's network. On macOS it is the
+// tunnel process Coder Desktop spawns (`vpn-daemon run`).
 //
-//	codervpn up       create a TUN, run the tunnel, apply its settings, show status
-//	codervpn daemon   the tunnel core alone, on fds inherited from a manager
-//	codervpn demo     an embedded deployment and a real tunnel, end to end
-//	codervpn version  print the version
+//	codervpn up              create a TUN, run the tunnel, apply its settings, show status (Linux)
+//	codervpn daemon          the tunnel core alone, on fds inherited from a manager
+//	codervpn vpn-daemon run  the same under Coder Desktop's command line
+//	codervpn demo            an embedded deployment and a real tunnel, end to end (Linux)
+//	codervpn version         print the version
 //
 // `up` plays the part the macOS NetworkExtension plays for libcodervpn: it
 // is the manager of the CoderVPN protocol. The tunnel core can run in this

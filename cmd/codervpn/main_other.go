@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux && !darwin
 
 package main
 
@@ -8,9 +8,8 @@ import (
 	"runtime"
 )
 
-// run explains that this command is for Linux. On macOS the same tunnel
-// core ships as libcodervpn.dylib for the NetworkExtension (see README.md).
+// run explains that this command is for Linux and macOS.
 func run(_ []string, _ func(string) string, _, stderr io.Writer) int {
-	fmt.Fprintf(stderr, "codervpn runs on Linux only (this is %s); on macOS, load libcodervpn.dylib from a NetworkExtension\n", runtime.GOOS)
+	fmt.Fprintf(stderr, "codervpn runs on Linux and macOS only (this is %s)\n", runtime.GOOS)
 	return exitError
 }

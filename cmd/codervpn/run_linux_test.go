@@ -25,6 +25,13 @@ func TestRunUsage(t *testing.T) {
 		{"daemon same fds", []string{"daemon", "--rpc-read-fd", "7", "--rpc-write-fd", "7"}, exitUsage, "", "must be the two different pipe ends"},
 		{"daemon closed fd", []string{"daemon", "--rpc-read-fd", "900", "--rpc-write-fd", "901"}, exitUsage, "", "--rpc-read-fd 900: not an open file descriptor"},
 		{"daemon bad env", []string{"daemon"}, exitUsage, "", `CODER_VPN_DAEMON_RPC_READ_HANDLE="x" is not a file descriptor number`},
+		{"vpn-daemon alone", []string{"vpn-daemon"}, exitUsage, "", "Usage: codervpn vpn-daemon run"},
+		{"vpn-daemon unknown", []string{"vpn-daemon", "start"}, exitUsage, "", `codervpn vpn-daemon: unknown subcommand "start"`},
+		{"vpn-daemon run help", []string{"vpn-daemon", "run", "--help"}, exitOK, "-rpc-read-handle", ""},
+		{"vpn-daemon run without fds", []string{"vpn-daemon", "run"}, exitUsage, "",
+			"codervpn vpn-daemon run: --rpc-read-fd and --rpc-write-fd are required"},
+		{"vpn-daemon run closed fd", []string{"vpn-daemon", "run", "--rpc-read-fd", "900", "--rpc-write-fd", "901"}, exitUsage, "",
+			"--rpc-read-fd 900: not an open file descriptor"},
 		{"demo bad bytes", []string{"demo", "--bytes", "0"}, exitUsage, "", "--bytes 0: choose between"},
 		{"version", []string{"version"}, exitOK, "codervpn dev (CoderVPN protocol 1.3", ""},
 	}

@@ -129,17 +129,3 @@ func runUp(cfg upConfig, out *output, sigs <-chan os.Signal) error {
 	out.Emit(status.Event{Type: status.EventStopped, Message: "disconnected; the network settings were removed"})
 	return nil
 }
-
-// reportCLIError prints a command-line error the way every subcommand does.
-func reportCLIError(cmd string, err error, stderr io.Writer) int {
-	if errors.Is(err, errHelp) {
-		return exitOK
-	}
-	var ue *usageError
-	if errors.As(err, &ue) {
-		fmt.Fprintf(stderr, "codervpn %s: %v\nRun 'codervpn %s --help' for usage.\n", cmd, err, cmd)
-		return exitUsage
-	}
-	fmt.Fprintf(stderr, "codervpn %s: %v\n", cmd, err)
-	return exitError
-}

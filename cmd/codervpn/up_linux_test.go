@@ -137,24 +137,8 @@ func testUp(t *testing.T, bin string, args []string) {
 		return connected && listed
 	})
 
-	v := readKernelView(t, ns, "coder0")
-	if !v.exists || !v.up || v.mtu != 1280 {
-		t.Fatalf("while up: coder0 %+v, want up with MTU 1280", v)
-	}
-	if len(v.addrs) != 1 || v.addrs[0].Bits() != 128 || !coderPrefix.Contains(v.addrs[0].Addr()) {
-		t.Fatalf("while up: addresses %v, want one /128 in %v", v.addrs, coderPrefix)
-	}
-	if !slices.Contains(v.routes, coderPrefix) {
-		t.Fatalf("while up: routes %v lack %v", v.routes, coderPrefix)
-	}
-
-	// curl by IP, inside the namespace: through the kernel's TUN only.
-	url := "http://[" + agent.Addr.String() + "]/"
-	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "curl", "-q", "-sS", "--fail",
-		"--noproxy", "*", "--max-time", "30", url).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "hello from agent main") {
-		t.Fatalf("curl %s in %s: %v: %s", url, ns, err, out)
-	}
+	checkTunConfigured(t, ns)
+	curlAgentInNetns(ctx, t, ns, agent.Addr)
 	checkHeaderOnce(t, d, "X-Codervpn-Test")
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -170,6 +154,34 @@ func testUp(t *testing.T, bin string, args []string) {
 	}
 	if s := strings.TrimSpace(stderr.String()); s != "" {
 		t.Errorf("stderr of a clean run:\n%s", s)
+	}
+}
+
+// checkTunConfigured asserts that coder0 in ns carries the tunnel's
+// settings: up, MTU 1280, its /128 and the route to Coder's prefix.
+func checkTunConfigured(t *testing.T, ns string) {
+	t.Helper()
+	v := readKernelView(t, ns, "coder0")
+	if !v.exists || !v.up || v.mtu != 1280 {
+		t.Fatalf("while up: coder0 %+v, want up with MTU 1280", v)
+	}
+	if len(v.addrs) != 1 || v.addrs[0].Bits() != 128 || !coderPrefix.Contains(v.addrs[0].Addr()) {
+		t.Fatalf("while up: addresses %v, want one /128 in %v", v.addrs, coderPrefix)
+	}
+	if !slices.Contains(v.routes, coderPrefix) {
+		t.Fatalf("while up: routes %v lack %v", v.routes, coderPrefix)
+	}
+}
+
+// curlAgentInNetns fetches the agent's page by IP with curl inside the
+// namespace: through the kernel's TUN only.
+func curlAgentInNetns(ctx context.Context, t *testing.T, ns string, agent netip.Addr) {
+	t.Helper()
+	url := "http://[" + agent.String() + "]/"
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "curl", "-q", "-sS", "--fail",
+		"--noproxy", "*", "--max-time", "30", url).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "hello from agent main") {
+		t.Fatalf("curl %s in %s: %v: %s", url, ns, err, out)
 	}
 }
 

@@ -1,3 +1,5 @@
+//go:build linux || darwin
+
 package main
 
 import (
@@ -20,6 +22,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return cmdUp(args[1:], getenv, stdout, stderr)
 	case "daemon":
 		return cmdDaemon(args[1:], getenv, stdout, stderr)
+	case "vpn-daemon":
+		return cmdVPNDaemon(args[1:], getenv, stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], getenv, stdout, stderr)
 	case "version", "--version", "-version":
