@@ -342,6 +342,25 @@ func TestPingRoundRecordsResults(t *testing.T) {
 	}
 }
 
+// A session that ends during a round hands the engine no more pings: at
+// thousands of agents each would be a goroutine of the engine's that the
+// Stop waits for.
+func TestPingRoundEndsWithTheSession(t *testing.T) {
+	t.Parallel()
+	p := newPeerTracker("alice", "coder", nil, (&sentUpdates{}).send)
+	_ = p.Update(tailnet.WorkspaceUpdate{Kind: tailnet.Snapshot,
+		UpsertedWorkspaces: []*tailnet.Workspace{ws(wsA, "dev", tailnetproto.Workspace_RUNNING)},
+		UpsertedAgents:     []*tailnet.Agent{agent(agentA1, wsA, "one"), agent(agentA2, wsA, "two")},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	eng := &fakePingEngine{}
+	pingRound(ctx, p, eng, time.Second, slog.Make())
+	if eng.pings != 0 {
+		t.Fatalf("%d pings started after the session ended, want none", eng.pings)
+	}
+}
+
 func TestPingLoopSendsStatus(t *testing.T) {
 	t.Parallel()
 	sent := &sentUpdates{}
