@@ -60,7 +60,9 @@ func readKernel(t *testing.T, nl *netlink.Handle, name string) kernelState {
 
 func TestHostApplyAndTeardown(t *testing.T) {
 	requireRoot(t)
-	fds := countFDs(t)
+	fds := kernelFDs(t)
+	// Registered first, so it runs after the namespace's cleanups.
+	t.Cleanup(func() { checkKernelFDs(t, fds, "the test") })
 	ns, nl := newNetns(t)
 	tun, err := CreateTUNIn(ns, "cvpntest0")
 	if err != nil {
@@ -150,11 +152,6 @@ func TestHostApplyAndTeardown(t *testing.T) {
 	if _, err := nl.LinkByName("cvpntest0"); err == nil {
 		t.Fatal("TUN still exists after its only fd was closed")
 	}
-	nl.Close()
-	ns.Close()
-	if got := countFDs(t); got != fds {
-		t.Errorf("fds: %d before, %d after", fds, got)
-	}
 }
 
 func TestHostCloseAfterDeviceGone(t *testing.T) {
@@ -211,7 +208,7 @@ func TestCreateTUNErrors(t *testing.T) {
 		{"empty name", "", "1 to 15 bytes"},
 		{"existing non-TUN interface", "lo", "not a TUN device"},
 	}
-	fds := countFDs(t)
+	fds := kernelFDs(t)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f, err := CreateTUNIn(ns, tc.tunName)
@@ -224,9 +221,7 @@ func TestCreateTUNErrors(t *testing.T) {
 			}
 		})
 	}
-	if got := countFDs(t); got != fds {
-		t.Errorf("fds: %d before, %d after failed creates", fds, got)
-	}
+	checkKernelFDs(t, fds, "failed creates")
 }
 
 func TestNewUnknownLink(t *testing.T) {

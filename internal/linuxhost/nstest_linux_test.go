@@ -3,10 +3,14 @@ package linuxhost
 import (
 	"os"
 	"runtime"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // requireRoot skips tests that change the kernel's network state.
@@ -35,14 +39,16 @@ func newNetns(t *testing.T) (netns.NsHandle, *netlink.Handle) {
 			ch <- result{err: err}
 			return
 		}
-		defer orig.Close()
 		ns, err := netns.New() // unshare(CLONE_NEWNET) on this thread
 		if err != nil {
+			orig.Close()
 			runtime.UnlockOSThread()
 			ch <- result{err: err}
 			return
 		}
-		if err := netns.Set(orig); err != nil {
+		err = netns.Set(orig)
+		orig.Close() // before the reply: the caller may count fds at once
+		if err != nil {
 			ch <- result{ns: ns, err: err} // thread stays locked and dies
 			return
 		}
@@ -65,11 +71,53 @@ func newNetns(t *testing.T) (netns.NsHandle, *netlink.Handle) {
 	return r.ns, h
 }
 
-func countFDs(t *testing.T) int {
+// kernelFDs returns the open fds of the kinds this package and its tests
+// open: TUN devices, network namespace handles and netlink sockets, by
+// number with what each refers to. Leak checks compare these rather than
+// the process's fd count, which the runtime and other goroutines change on
+// their own.
+func kernelFDs(t *testing.T) map[string]string {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(ents)
+	out := map[string]string{}
+	for _, e := range ents {
+		target, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil {
+			continue // closed meanwhile (the directory's own fd, for one)
+		}
+		switch {
+		case target == "/dev/net/tun", strings.HasPrefix(target, "net:["):
+		case strings.HasPrefix(target, "socket:["):
+			fd, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			if domain, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN); err != nil || domain != unix.AF_NETLINK {
+				continue
+			}
+		default:
+			continue
+		}
+		out[e.Name()] = target
+	}
+	return out
+}
+
+// checkKernelFDs fails the test naming every fd of kernelFDs's kinds open
+// now that was not open in before.
+func checkKernelFDs(t *testing.T, before map[string]string, after string) {
+	t.Helper()
+	var left []string
+	for fd, target := range kernelFDs(t) {
+		if before[fd] != target {
+			left = append(left, fd+" -> "+target)
+		}
+	}
+	if len(left) > 0 {
+		slices.Sort(left)
+		t.Errorf("fds left open after %s: %s", after, strings.Join(left, ", "))
+	}
 }
