@@ -34,7 +34,7 @@ type engineView struct {
 
 // newEngineView returns the view of conn for a session that ends with ctx.
 func newEngineView(ctx context.Context, conn *tailnet.Conn) *engineView {
-	return &engineView{Conn: conn, batch: newPeerBatcher(conn.UpdatePeers), ended: ctx, keys: map[uuid.UUID]key.NodePublic{}}
+	return &engineView{Conn: conn, batch: newPeerBatcher(conn.UpdatePeers, conn.SetAllPeersLost), ended: ctx, keys: map[uuid.UUID]key.NodePublic{}}
 }
 
 // UpdatePeers implements tailnet.Coordinatee: it notes each peer's key and
@@ -44,8 +44,10 @@ func (v *engineView) UpdatePeers(updates []*proto.CoordinateResponse_PeerUpdate)
 	return v.batch.add(updates)
 }
 
-// SetAllPeersLost implements tailnet.Coordinatee. The updates still queued
-// arrived before the coordinator was lost, so they reach the engine first.
+// SetAllPeersLost implements tailnet.Coordinatee. The updates queued before
+// the call arrived before the coordinator was lost, so they reach the
+// engine first; those queued after it come from the next connection and
+// reach it after (peerBatcher.allLost).
 //
 // When the session is ending the engine is about to close, and marking its
 // peers lost would only start work that outlives the tunnel: the engine
@@ -57,8 +59,15 @@ func (v *engineView) SetAllPeersLost() {
 	if v.ended.Err() != nil {
 		return
 	}
-	v.batch.flush()
-	v.Conn.SetAllPeersLost()
+	v.batch.coordinationLost()
+}
+
+// SetNodeCallback implements tailnet.Coordinatee. The controller calls it
+// as each coordination starts, which is how the batcher knows where in the
+// order of updates a coordination began.
+func (v *engineView) SetNodeCallback(callback func(*tailnet.Node)) {
+	v.batch.coordinationStarted()
+	v.Conn.SetNodeCallback(callback)
 }
 
 // run delivers the queued peer updates until the session ends.
