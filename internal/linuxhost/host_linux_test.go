@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/codervpn/codervpn/internal/fdtest"
 	vpnpb "github.com/codervpn/codervpn/proto"
 )
 
@@ -60,9 +61,9 @@ func readKernel(t *testing.T, nl *netlink.Handle, name string) kernelState {
 
 func TestHostApplyAndTeardown(t *testing.T) {
 	requireRoot(t)
-	fds := kernelFDs(t)
+	fds := fdtest.Take(t)
 	// Registered first, so it runs after the namespace's cleanups.
-	t.Cleanup(func() { checkKernelFDs(t, fds, "the test") })
+	t.Cleanup(func() { fds.Check(t, kernelFDs, "the test") })
 	ns, nl := newNetns(t)
 	tun, err := CreateTUNIn(ns, "cvpntest0")
 	if err != nil {
@@ -208,7 +209,7 @@ func TestCreateTUNErrors(t *testing.T) {
 		{"empty name", "", "1 to 15 bytes"},
 		{"existing non-TUN interface", "lo", "not a TUN device"},
 	}
-	fds := kernelFDs(t)
+	fds := fdtest.Take(t)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f, err := CreateTUNIn(ns, tc.tunName)
@@ -221,7 +222,7 @@ func TestCreateTUNErrors(t *testing.T) {
 			}
 		})
 	}
-	checkKernelFDs(t, fds, "failed creates")
+	fds.Check(t, kernelFDs, "failed creates")
 }
 
 func TestNewUnknownLink(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/codervpn/codervpn/internal/fdtest"
 	"github.com/codervpn/codervpn/internal/netstack/netstacktest"
 )
 
@@ -233,7 +234,7 @@ func TestStackLookupRefused(t *testing.T) {
 }
 
 func TestStackCloseReleasesFDs(t *testing.T) {
-	before := openFDs(t)
+	before := fdtest.Take(t)
 	for range 3 {
 		a, tf, err := NewSocketpair(1280)
 		if err != nil {
@@ -248,7 +249,5 @@ func TestStackCloseReleasesFDs(t *testing.T) {
 		b.Close()
 		a.Close() // idempotent
 	}
-	if after := openFDs(t); after != before {
-		t.Fatalf("%d fds open before, %d after", before, after)
-	}
+	before.Check(t, fdtest.Sockets, "three stacks")
 }
