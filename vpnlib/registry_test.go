@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/codervpn/codervpn/internal/fdtest"
 	vpnpb "github.com/codervpn/codervpn/proto"
 	"github.com/codervpn/codervpn/vpnlib"
 	"github.com/codervpn/codervpn/vpnlib/hosttest"
@@ -149,7 +149,7 @@ func TestRegistryTunnel(t *testing.T) {
 			tunFD, rd, wr := h.TunnelFDs()
 			// What the tunnel's end of the utun socketpair looks like in
 			// /proc, to count the copies of it that stay open.
-			tunTarget := fdSet(t)[strconv.Itoa(tunFD)]
+			tunTarget := fdtest.Take(t)[tunFD]
 			hostCopies := 0
 			if fromRequest {
 				tunFD = -1
@@ -211,7 +211,7 @@ func waitFDCopies(t *testing.T, target string, want int) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		n := 0
-		for _, tg := range fdSet(t) {
+		for _, tg := range fdtest.Take(t) {
 			if tg == target {
 				n++
 			}
