@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/codervpn/codervpn/internal/dlhost"
 )
 
 // The tests run the real programs: the codervpn binary, and for the dylib
@@ -30,9 +32,9 @@ var (
 	binPath string
 	binErr  error
 
-	libOnce         sync.Once
-	libPath, dlhost string
-	libErr          error
+	libOnce             sync.Once
+	libPath, dlhostPath string
+	libErr              error
 
 	netnsSeq atomic.Int32
 )
@@ -72,7 +74,9 @@ func codervpnBinary(t *testing.T) string {
 }
 
 // dylibFiles builds libcodervpn.so and the C host once, as `make dylib
-// dlhost` does.
+// dlhost` does. It is dlhost.Build, which cmd/dylib's tests use too: built
+// with the same flags, the second build of a run finds every package
+// compiled by the first.
 func dylibFiles(t *testing.T) (lib, host string) {
 	t.Helper()
 	dir := sharedBuildDir(t)
@@ -81,16 +85,12 @@ func dylibFiles(t *testing.T) (lib, host string) {
 			libErr = err
 			return
 		}
-		libPath, dlhost = filepath.Join(dir, "libcodervpn.so"), filepath.Join(dir, "dlhost")
-		libErr = run1(t, "go", "build", "-buildmode=c-shared", "-o", libPath, "../dylib")
-		if libErr == nil {
-			libErr = run1(t, "cc", "-O2", "-o", dlhost, "../../scripts/dlhost.c", "-ldl", "-lpthread")
-		}
+		libPath, dlhostPath, libErr = dlhost.Build(dir, "v0.0.0-cmdtest")
 	})
 	if libErr != nil {
 		t.Fatalf("build libcodervpn.so and dlhost (needs a C compiler): %v", libErr)
 	}
-	return libPath, dlhost
+	return libPath, dlhostPath
 }
 
 func run1(t *testing.T, name string, args ...string) error {
