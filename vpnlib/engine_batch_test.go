@@ -63,6 +63,15 @@ func (e *recordingEngine) all() (calls int, order []string) {
 	return len(e.batches), order
 }
 
+// gatedBatcher returns a running batcher whose engine announces each call
+// on entered and holds it until gate is closed.
+func gatedBatcher(t *testing.T) (*recordingEngine, *peerBatcher) {
+	eng := &recordingEngine{entered: make(chan struct{}, 8), gate: make(chan struct{})}
+	b := newPeerBatcher(eng.apply, eng.allLost)
+	runBatcher(t, b)
+	return eng, b
+}
+
 func runBatcher(t *testing.T, b *peerBatcher) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -82,9 +91,7 @@ func runBatcher(t *testing.T, b *peerBatcher) {
 // together, in the order they came.
 func TestPeerBatcherCoalescesInOrder(t *testing.T) {
 	t.Parallel()
-	eng := &recordingEngine{entered: make(chan struct{}, 8), gate: make(chan struct{})}
-	b := newPeerBatcher(eng.apply, eng.allLost)
-	runBatcher(t, b)
+	eng, b := gatedBatcher(t)
 	if err := b.add(numberedUpdates(0, 1)); err != nil {
 		t.Fatal(err)
 	}
@@ -115,9 +122,7 @@ func TestPeerBatcherCoalescesInOrder(t *testing.T) {
 // relies on it to come after the updates that preceded it.
 func TestPeerBatcherFlushIsABarrier(t *testing.T) {
 	t.Parallel()
-	eng := &recordingEngine{entered: make(chan struct{}, 8), gate: make(chan struct{})}
-	b := newPeerBatcher(eng.apply, eng.allLost)
-	runBatcher(t, b)
+	eng, b := gatedBatcher(t)
 	_ = b.add(numberedUpdates(0, 3))
 	<-eng.entered
 	_ = b.add(numberedUpdates(3, 5))
@@ -164,9 +169,7 @@ func TestPeerBatcherReportsEngineError(t *testing.T) {
 // after them, peers the new connection had just sent were removed.
 func TestPeerBatcherLostKeepsItsPlace(t *testing.T) {
 	t.Parallel()
-	eng := &recordingEngine{entered: make(chan struct{}, 8), gate: make(chan struct{})}
-	b := newPeerBatcher(eng.apply, eng.allLost)
-	runBatcher(t, b)
+	eng, b := gatedBatcher(t)
 	_ = b.add(numberedUpdates(0, 2))
 	<-eng.entered // the engine holds the first batch
 	_ = b.add(numberedUpdates(2, 3))
