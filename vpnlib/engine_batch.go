@@ -66,11 +66,16 @@ func (b *peerBatcher) add(updates []*proto.CoordinateResponse_PeerUpdate) error 
 	}
 	last := &b.pending[len(b.pending)-1]
 	last.updates = append(last.updates, updates...)
+	b.wakeLocked()
+	return nil
+}
+
+// wakeLocked makes run flush soon; b.mu is held.
+func (b *peerBatcher) wakeLocked() {
 	select {
 	case b.wake <- struct{}{}:
 	default: // run is already due to flush
 	}
-	return nil
 }
 
 // coordinationStarted notes that the controller started a coordination
@@ -115,7 +120,8 @@ func (b *peerBatcher) coordinationLost() {
 	b.flush()
 }
 
-// queueLost queues marking every peer lost after what is queued now.
+// queueLost queues marking every peer lost after what is queued now, and
+// has run apply it even if no update follows.
 func (b *peerBatcher) queueLost() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -124,6 +130,7 @@ func (b *peerBatcher) queueLost() {
 	} else {
 		b.pending = append(b.pending, batchStep{lost: true})
 	}
+	b.wakeLocked()
 }
 
 // flush applies everything queued so far. When it returns, every update

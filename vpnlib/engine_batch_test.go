@@ -47,11 +47,15 @@ func (e *recordingEngine) apply(u []*proto.CoordinateResponse_PeerUpdate) error 
 	return e.err
 }
 
-// allLost records a lost marker as a batch of its own.
+// allLost records a lost marker as a batch of its own, and announces it on
+// entered like a call.
 func (e *recordingEngine) allLost() {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	e.batches = append(e.batches, []string{"lost"})
+	e.mu.Unlock()
+	if e.entered != nil {
+		e.entered <- struct{}{}
+	}
 }
 
 func (e *recordingEngine) all() (calls int, order []string) {
@@ -205,5 +209,25 @@ func TestPeerBatcherLateLossReport(t *testing.T) {
 	want := []string{"0", "1", "lost", "2", "3", "lost", "4"}
 	if !slices.Equal(order, want) {
 		t.Fatalf("the engine saw %v, want %v", order, want)
+	}
+}
+
+// A loss queued by a coordination that started early reaches the engine
+// even if that coordination sends nothing: its late report is ignored, so
+// nothing else would apply it.
+func TestPeerBatcherEarlyLossWithoutUpdates(t *testing.T) {
+	t.Parallel()
+	eng, b := gatedBatcher(t)
+	close(eng.gate)
+	b.coordinationStarted()
+	b.coordinationStarted() // the next connection, before the first's report
+	b.coordinationLost()    // the late report, ignored
+	select {
+	case <-eng.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the queued loss never reached the engine")
+	}
+	if _, order := eng.all(); !slices.Equal(order, []string{"lost"}) {
+		t.Fatalf("the engine saw %v, want every peer marked lost", order)
 	}
 }
