@@ -47,7 +47,7 @@ func (v *engineView) UpdatePeers(updates []*proto.CoordinateResponse_PeerUpdate)
 // SetAllPeersLost implements tailnet.Coordinatee. The updates queued before
 // the call arrived before the coordinator was lost, so they reach the
 // engine first; those queued after it come from the next connection and
-// reach it after (peerBatcher.allLost).
+// reach it after (peerBatcher.coordinationLost).
 //
 // When the session is ending the engine is about to close, and marking its
 // peers lost would only start work that outlives the tunnel: the engine
