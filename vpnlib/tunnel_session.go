@@ -60,8 +60,8 @@ func (s *session) close() error {
 // controllers started when halt canceled them and which runs beside the
 // engine's teardown. It is bounded (gracefulDisconnect) but takes a round
 // trip to the deployment and the coordinator's work on every tunnel we had
-// (most of a 318 ms stop at 2,000 agents in the bench): the StopResponse
-// need not wait for it. The engine closing under the controllers is safe:
+// (at 2,000 agents, bench/RESULTS.md): the StopResponse need not wait for
+// it. The engine closing under the controllers is safe:
 // our engineView stops handing it peer updates once the session ends, and
 // what the controllers still set on it (DERP map, DNS names, tunnel
 // destinations) a closed engine keeps without acting on.
