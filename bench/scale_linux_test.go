@@ -30,7 +30,7 @@ const (
 // BenchmarkScale starts a tunnel (our library in the C host) for a user
 // with 1,000 workspaces × 2 agents (stub agents: real nodes, no engines) and
 // measures the time from the StartRequest to the PeerUpdates listing every
-// agent, the size of a full GetPeerUpdate reply, and the C host's memory per
+// agent, the time from the StopRequest to the StopResponse, the size of a full GetPeerUpdate reply, and the C host's memory per
 // agent: its anonymous memory with every agent's WireGuard peer configured,
 // against the same tunnel to a user with no workspaces. The baseline is the
 // same host with a fixed 40 MiB limit (GOMEMLIMIT=40MiB), which is what the
@@ -48,6 +48,10 @@ func BenchmarkScale(b *testing.B) {
 		ms(full.startResponse), ms(fixed.startResponse), ratio(float64(full.startResponse), float64(fixed.startResponse)), ""})
 	report(row{"scale", "control connection lost during the start and settle (the coordinator drops a client that falls behind)",
 		fmt.Sprint(full.reconnects), fmt.Sprint(fixed.reconnects), "", "0"})
+	report(row{"scale", fmt.Sprintf("StopRequest → StopResponse, %d agents vs none", scaleAgents),
+		ms(full.stopResponse), ms(empty.stopResponse), ratio(float64(full.stopResponse), float64(empty.stopResponse)), "<= 1 s"})
+	report(row{"scale", "  StopResponse → coderStopVPN returned (the rest of the teardown)",
+		ms(full.stopRest), ms(empty.stopRest), ratio(float64(full.stopRest), float64(empty.stopRest)), ""})
 	report(row{"scale", "GetPeerUpdate reply with every agent", fmt.Sprintf("%.0f KiB", float64(full.snapshotBytes)/1024), "", "", ""})
 	report(row{"scale", "C host anonymous memory per agent (vs a user with none): default vs fixed",
 		fmt.Sprintf("%.1f KiB", perAgent(full)), fmt.Sprintf("%.1f KiB", perAgent(fixed)), ratio(perAgent(full), perAgent(fixed)), "<= 20 KiB"})
@@ -57,7 +61,9 @@ func BenchmarkScale(b *testing.B) {
 type scaleResult struct {
 	firstFull     time.Duration
 	startResponse time.Duration
-	reconnects    int // control connections lost during the run
+	stopResponse  time.Duration // StopRequest sent → StopResponse read
+	stopRest      time.Duration // StopResponse read → coderStopVPN returned
+	reconnects    int           // control connections lost during the run
 	snapshotBytes int
 	anonKB        int64
 }
@@ -121,12 +127,20 @@ func measureScale(b *testing.B, workspaces int, env string) scaleResult {
 			r.reconnects++
 		}
 	}
-	if _, err := h.Stop(ctx); err != nil {
-		b.Fatal(err)
+	// The stop, as the NetworkExtension does it: StopRequest, then
+	// coderStopVPN once the StopResponse is in. The user waits for the first
+	// part; the second is the teardown the library finishes before the call
+	// returns.
+	stop := time.Now()
+	if resp, err := h.Stop(ctx); err != nil || !resp.GetSuccess() {
+		b.Fatalf("StopRequest: %v %v", resp, err)
 	}
+	r.stopResponse = time.Since(stop)
+	stopped := time.Now()
 	if rc, err := host.StopVPN(handle); err != nil || rc != 0 {
 		b.Fatalf("coderStopVPN = %d, %v", rc, err)
 	}
+	r.stopRest = time.Since(stopped)
 	return r
 }
 

@@ -7,6 +7,8 @@ import (
 
 	"github.com/tailscale/wireguard-go/tun"
 	"golang.org/x/sys/unix"
+
+	"github.com/codervpn/codervpn/internal/fdtest"
 )
 
 // engineOffset is the headroom the engine (tstun.Wrapper) reserves in front of
@@ -193,16 +195,14 @@ func TestNewRejects(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			fd := tt.fd(t)
-			before := openFds(t)
+			before, dups := fdtest.Take(t), fdtest.Target(t, fd)
 			d, err := New(fd, tt.opts)
 			if err == nil {
 				d.Close()
 				t.Fatalf("New accepted %s", tt.name)
 			}
 			t.Logf("error: %v", err)
-			if after := openFds(t); after != before {
-				t.Fatalf("failed New leaked fds: %d before, %d after", before, after)
-			}
+			before.Check(t, dups, "a failed New")
 		})
 	}
 }

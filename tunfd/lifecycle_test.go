@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/codervpn/codervpn/internal/fdtest"
 )
 
 // waitParkedInRead waits until some goroutine is parked in the netpoller
@@ -153,7 +155,7 @@ func TestCallerMayCloseItsFd(t *testing.T) {
 }
 
 func TestNoFdLeak(t *testing.T) {
-	before := openFds(t)
+	before := fdtest.Take(t)
 	for _, typ := range []int{unix.SOCK_DGRAM, unix.SOCK_SEQPACKET} {
 		fds, err := rawSocketpair(typ)
 		if err != nil {
@@ -177,9 +179,7 @@ func TestNoFdLeak(t *testing.T) {
 		unix.Close(fds[0])
 		unix.Close(fds[1])
 	}
-	if after := openFds(t); after != before {
-		t.Fatalf("open fds: %d before, %d after", before, after)
-	}
+	before.Check(t, fdtest.Sockets, "three devices on each socketpair")
 }
 
 // When the host closes a SOCK_SEQPACKET end, Read reports end of file instead

@@ -7,18 +7,16 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/codervpn/codervpn/internal/fdtest"
 )
 
 func TestLinuxTUN(t *testing.T) {
 	requireTUN(t)
 	// Registered first, so it runs after every other cleanup: by then each
 	// device, tun fd and helper fd this test opened must be closed again.
-	before := openFds(t)
-	t.Cleanup(func() {
-		if after := openFds(t); after != before {
-			t.Errorf("open fds: %d before the test, %d after", before, after)
-		}
-	})
+	before := fdtest.Take(t)
+	t.Cleanup(func() { before.Check(t, fdtest.Any(isTUN, fdtest.Sockets), "the test") })
 	ns, fd := setupTUN(t)
 
 	t.Run("Open detects a real tun", func(t *testing.T) {
@@ -145,7 +143,7 @@ func TestLinuxTUN(t *testing.T) {
 	})
 
 	t.Run("no fd leak per device", func(t *testing.T) {
-		before := openFds(t)
+		before := fdtest.Take(t)
 		for seq := range uint16(3) {
 			d, err := New(fd, Options{Framing: FramingNone})
 			if err != nil {
@@ -158,8 +156,9 @@ func TestLinuxTUN(t *testing.T) {
 			for range r.pkts {
 			}
 		}
-		if after := openFds(t); after != before {
-			t.Fatalf("open fds: %d before, %d after three devices on the tun", before, after)
-		}
+		before.Check(t, isTUN, "three devices on the tun")
 	})
 }
+
+// isTUN is the fds of TUN devices.
+func isTUN(_ int, target string) bool { return target == "/dev/net/tun" }

@@ -3,6 +3,7 @@ package vpnlib
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -46,6 +47,17 @@ func (e *recordingEngine) apply(u []*proto.CoordinateResponse_PeerUpdate) error 
 	return e.err
 }
 
+// allLost records a lost marker as a batch of its own, and announces it on
+// entered like a call.
+func (e *recordingEngine) allLost() {
+	e.mu.Lock()
+	e.batches = append(e.batches, []string{"lost"})
+	e.mu.Unlock()
+	if e.entered != nil {
+		e.entered <- struct{}{}
+	}
+}
+
 func (e *recordingEngine) all() (calls int, order []string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -53,6 +65,15 @@ func (e *recordingEngine) all() (calls int, order []string) {
 		order = append(order, b...)
 	}
 	return len(e.batches), order
+}
+
+// gatedBatcher returns a running batcher whose engine announces each call
+// on entered and holds it until gate is closed.
+func gatedBatcher(t *testing.T) (*recordingEngine, *peerBatcher) {
+	eng := &recordingEngine{entered: make(chan struct{}, 8), gate: make(chan struct{})}
+	b := newPeerBatcher(eng.apply, eng.allLost)
+	runBatcher(t, b)
+	return eng, b
 }
 
 func runBatcher(t *testing.T, b *peerBatcher) {
@@ -74,9 +95,7 @@ func runBatcher(t *testing.T, b *peerBatcher) {
 // together, in the order they came.
 func TestPeerBatcherCoalescesInOrder(t *testing.T) {
 	t.Parallel()
-	eng := &recordingEngine{entered: make(chan struct{}, 8), gate: make(chan struct{})}
-	b := newPeerBatcher(eng.apply)
-	runBatcher(t, b)
+	eng, b := gatedBatcher(t)
 	if err := b.add(numberedUpdates(0, 1)); err != nil {
 		t.Fatal(err)
 	}
@@ -107,9 +126,7 @@ func TestPeerBatcherCoalescesInOrder(t *testing.T) {
 // relies on it to come after the updates that preceded it.
 func TestPeerBatcherFlushIsABarrier(t *testing.T) {
 	t.Parallel()
-	eng := &recordingEngine{entered: make(chan struct{}, 8), gate: make(chan struct{})}
-	b := newPeerBatcher(eng.apply)
-	runBatcher(t, b)
+	eng, b := gatedBatcher(t)
 	_ = b.add(numberedUpdates(0, 3))
 	<-eng.entered
 	_ = b.add(numberedUpdates(3, 5))
@@ -133,7 +150,7 @@ func TestPeerBatcherReportsEngineError(t *testing.T) {
 	t.Parallel()
 	errClosed := errors.New("engine closed")
 	eng := &recordingEngine{err: errClosed}
-	b := newPeerBatcher(eng.apply)
+	b := newPeerBatcher(eng.apply, eng.allLost)
 	if err := b.add(numberedUpdates(0, 1)); err != nil {
 		t.Fatal(err)
 	}
@@ -147,5 +164,70 @@ func TestPeerBatcherReportsEngineError(t *testing.T) {
 	}
 	if err := b.add(nil); !errors.Is(err, errClosed) {
 		t.Errorf("empty add after the error = %v", err)
+	}
+}
+
+// Every peer is marked lost after the updates queued before the report and
+// before those queued after it, even when the report has to wait for a
+// batch in flight while the next connection's updates queue: marked lost
+// after them, peers the new connection had just sent were removed.
+func TestPeerBatcherLostKeepsItsPlace(t *testing.T) {
+	t.Parallel()
+	eng, b := gatedBatcher(t)
+	_ = b.add(numberedUpdates(0, 2))
+	<-eng.entered // the engine holds the first batch
+	_ = b.add(numberedUpdates(2, 3))
+	b.queueLost() // what allLost does before it waits for the engine
+	_ = b.add(numberedUpdates(3, 5))
+	close(eng.gate)
+	b.coordinationLost()
+	_, order := eng.all()
+	want := []string{"0", "1", "2", "lost", "3", "4", "lost"}
+	if !slices.Equal(order, want) {
+		t.Fatalf("the engine saw %v, want %v", order, want)
+	}
+}
+
+// A coordination that starts before the previous one reported its loss
+// (the controller reports it from the old connection's goroutine) has the
+// loss marked before its first update, and the late report changes
+// nothing.
+func TestPeerBatcherLateLossReport(t *testing.T) {
+	t.Parallel()
+	eng := &recordingEngine{}
+	b := newPeerBatcher(eng.apply, eng.allLost)
+	b.coordinationStarted()
+	_ = b.add(numberedUpdates(0, 2))
+	b.coordinationStarted() // the next connection, before the report
+	_ = b.add(numberedUpdates(2, 4))
+	b.coordinationLost() // the first connection's late report
+	b.flush()
+	b.coordinationLost() // the second connection's, in its place
+	_ = b.add(numberedUpdates(4, 5))
+	b.flush()
+	_, order := eng.all()
+	want := []string{"0", "1", "lost", "2", "3", "lost", "4"}
+	if !slices.Equal(order, want) {
+		t.Fatalf("the engine saw %v, want %v", order, want)
+	}
+}
+
+// A loss queued by a coordination that started early reaches the engine
+// even if that coordination sends nothing: its late report is ignored, so
+// nothing else would apply it.
+func TestPeerBatcherEarlyLossWithoutUpdates(t *testing.T) {
+	t.Parallel()
+	eng, b := gatedBatcher(t)
+	close(eng.gate)
+	b.coordinationStarted()
+	b.coordinationStarted() // the next connection, before the first's report
+	b.coordinationLost()    // the late report, ignored
+	select {
+	case <-eng.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the queued loss never reached the engine")
+	}
+	if _, order := eng.all(); !slices.Equal(order, []string{"lost"}) {
+		t.Fatalf("the engine saw %v, want every peer marked lost", order)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 	"tailscale.com/types/key"
 
+	"github.com/coder/coder/v2/tailnet"
 	"github.com/coder/coder/v2/tailnet/proto"
 )
 
@@ -35,7 +36,7 @@ type engineProxy struct {
 
 // newEngineProxy returns the proxy of conn for a session that ends with ctx.
 func newEngineProxy(ctx context.Context, conn engine) *engineProxy {
-	return &engineProxy{engine: conn, batch: newPeerBatcher(conn.UpdatePeers), ended: ctx, keys: map[uuid.UUID]key.NodePublic{}}
+	return &engineProxy{engine: conn, batch: newPeerBatcher(conn.UpdatePeers, conn.SetAllPeersLost), ended: ctx, keys: map[uuid.UUID]key.NodePublic{}}
 }
 
 // UpdatePeers implements tailnet.Coordinatee: it notes each peer's key and
@@ -45,8 +46,10 @@ func (v *engineProxy) UpdatePeers(updates []*proto.CoordinateResponse_PeerUpdate
 	return v.batch.add(updates)
 }
 
-// SetAllPeersLost implements tailnet.Coordinatee. The updates still queued
-// arrived before the coordinator was lost, so they reach the engine first.
+// SetAllPeersLost implements tailnet.Coordinatee. The updates queued before
+// the call arrived before the coordinator was lost, so they reach the
+// engine first; those queued after it come from the next connection and
+// reach it after (peerBatcher.coordinationLost).
 //
 // When the session is ending the engine is about to close, and marking its
 // peers lost would only start work that outlives the tunnel: the engine
@@ -58,8 +61,15 @@ func (v *engineProxy) SetAllPeersLost() {
 	if v.ended.Err() != nil {
 		return
 	}
-	v.batch.flush()
-	v.engine.SetAllPeersLost()
+	v.batch.coordinationLost()
+}
+
+// SetNodeCallback implements tailnet.Coordinatee. The controller calls it
+// as each coordination starts, which is how the batcher knows where in the
+// order of updates a coordination began.
+func (v *engineProxy) SetNodeCallback(callback func(*tailnet.Node)) {
+	v.batch.coordinationStarted()
+	v.engine.SetNodeCallback(callback)
 }
 
 // run delivers the queued peer updates until the session ends.

@@ -48,6 +48,9 @@ type peerTracker struct {
 	sendMu sync.Mutex
 	// sent is each agent's live status as last sent; guarded by sendMu.
 	sent map[uuid.UUID]sentStatus
+	// silenced is set once the session halts: nothing more is sent;
+	// guarded by sendMu.
+	silenced bool
 
 	mu         sync.Mutex
 	workspaces map[uuid.UUID]*vpnpb.Workspace
@@ -132,7 +135,7 @@ func (p *peerTracker) Update(u tailnet.WorkspaceUpdate) error {
 		DeletedWorkspaces:  delWS,
 		DeletedAgents:      p.renderDeleted(delAgents),
 	}
-	if len(out.UpsertedWorkspaces)+len(out.UpsertedAgents)+len(out.DeletedWorkspaces)+len(out.DeletedAgents) > 0 {
+	if len(out.UpsertedWorkspaces)+len(out.UpsertedAgents)+len(out.DeletedWorkspaces)+len(out.DeletedAgents) > 0 && !p.silenced {
 		p.send(out)
 	}
 	p.firstOnce.Do(func() { close(p.first) })
@@ -247,6 +250,16 @@ func (p *peerTracker) viewLocked(id, wsID uuid.UUID, name string, siblings int) 
 	return v
 }
 
+// silence stops every PeerUpdate the tracker would send from now on; one
+// being sent is done when it returns. The session calls it as it halts:
+// the workspace-updates controller may still hand us an update while it
+// winds down, and the manager must hear nothing after the StopResponse.
+func (p *peerTracker) silence() {
+	p.sendMu.Lock()
+	defer p.sendMu.Unlock()
+	p.silenced = true
+}
+
 // snapshot is the full current state, for GetPeerUpdate.
 func (p *peerTracker) snapshot() *vpnpb.PeerUpdate {
 	p.mu.Lock()
@@ -284,7 +297,7 @@ func (p *peerTracker) sendStatus() {
 			changed = append(changed, rendered[i])
 		}
 	}
-	if len(changed) > 0 {
+	if len(changed) > 0 && !p.silenced {
 		p.send(&vpnpb.PeerUpdate{UpsertedAgents: changed})
 	}
 }

@@ -46,21 +46,33 @@ func runPingLoop(ctx context.Context, p *peerTracker, eng pingEngine, interval t
 }
 
 // pingRound pings all agents concurrently and waits for every ping.
-func pingRound(ctx context.Context, p *peerTracker, eng pingEngine, timeout time.Duration, logger slog.Logger) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+//
+// A round that the session's end cuts short neither starts the pings still
+// to go nor logs the ones it cut: with thousands of agents a round is
+// thousands of goroutines, each of which would otherwise still hand the
+// engine a ping (and its own goroutine) and log a line, and the Stop would
+// wait for all of it.
+func pingRound(session context.Context, p *peerTracker, eng pingEngine, timeout time.Duration, logger slog.Logger) {
+	ctx, cancel := context.WithTimeout(session, timeout)
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, id := range p.agentIDs() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			if ctx.Err() != nil {
+				return
+			}
 			ping, err := pingAgent(ctx, eng, id)
 			if err != nil {
-				logger.Debug(ctx, "ping agent failed", slog.F("agent_id", id), slog.Error(err))
+				if session.Err() == nil {
+					logger.Debug(ctx, "ping agent failed", slog.F("agent_id", id), slog.Error(err))
+				}
 				return
 			}
 			p.recordPing(id, ping)
-		}()
+		})
 	}
 	wg.Wait()
 }

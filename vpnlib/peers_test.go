@@ -2,17 +2,14 @@ package vpnlib
 
 import (
 	"context"
-	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"tailscale.com/ipn/ipnstate"
-	"tailscale.com/tailcfg"
 
-	"cdr.dev/slog/v3"
 	"github.com/coder/coder/v2/tailnet"
 	tailnetproto "github.com/coder/coder/v2/tailnet/proto"
 
@@ -232,8 +229,9 @@ func TestPeerTrackerSnapshotStorm(t *testing.T) {
 		sent.send(u)
 	})
 	eng.p = p
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	var progress atomic.Int64 // iterations done, by all the goroutines
 
 	var ctrlMu sync.Mutex
 	var wg sync.WaitGroup
@@ -251,6 +249,7 @@ func TestPeerTrackerSnapshotStorm(t *testing.T) {
 			eng.mu.Lock()
 			eng.handshakes[id] = time.Now()
 			eng.mu.Unlock()
+			progress.Add(1)
 		}
 	}()
 	for range 4 {
@@ -260,15 +259,30 @@ func TestPeerTrackerSnapshotStorm(t *testing.T) {
 			for i := 0; i < 100 && ctx.Err() == nil; i++ {
 				_ = p.snapshot()
 				p.sendStatus()
+				progress.Add(1)
 			}
 		}()
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		t.Fatal("snapshot storm deadlocked")
+	// A deadlock is no progress at all; a busy machine (this is hundreds of
+	// renders under the race detector) is slow progress, however long the
+	// whole storm takes.
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	last, since := int64(-1), time.Now()
+	for stormDone := false; !stormDone; {
+		select {
+		case <-done:
+			stormDone = true
+		case <-tick.C:
+			if n := progress.Load(); n != last {
+				last, since = n, time.Now()
+			} else if time.Since(since) > 10*time.Second {
+				cancel()
+				t.Fatalf("snapshot storm deadlocked: no progress for 10 s after %d iterations", n)
+			}
+		}
 	}
 	s := p.snapshot()
 	if got := len(s.UpsertedAgents); got != 300 {
@@ -278,97 +292,6 @@ func TestPeerTrackerSnapshotStorm(t *testing.T) {
 		if a.LastHandshake == nil {
 			t.Fatalf("agent %s has no handshake in the final snapshot", a.Name)
 		}
-	}
-}
-
-type fakePingEngine struct {
-	mu    sync.Mutex
-	fail  map[netip.Addr]bool
-	pings int
-}
-
-func (f *fakePingEngine) Ping(_ context.Context, ip netip.Addr) (time.Duration, bool, *ipnstate.PingResult, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.pings++
-	if f.fail[ip] {
-		return 0, false, nil, context.DeadlineExceeded
-	}
-	return 7 * time.Millisecond, true, &ipnstate.PingResult{Endpoint: "127.0.0.1:1234", DERPRegionID: 999}, nil
-}
-
-func (*fakePingEngine) Node() *tailnet.Node {
-	return &tailnet.Node{PreferredDERP: 999, DERPLatency: map[string]float64{"999-v4": 0.012}}
-}
-
-func (*fakePingEngine) DERPMap() *tailcfg.DERPMap {
-	return &tailcfg.DERPMap{Regions: map[int]*tailcfg.DERPRegion{999: {RegionID: 999, RegionName: "Embedded"}}}
-}
-
-func TestPingRoundRecordsResults(t *testing.T) {
-	t.Parallel()
-	sent := &sentUpdates{}
-	p := newPeerTracker("alice", "coder", nil, sent.send)
-	_ = p.Update(tailnet.WorkspaceUpdate{Kind: tailnet.Snapshot,
-		UpsertedWorkspaces: []*tailnet.Workspace{ws(wsA, "dev", tailnetproto.Workspace_RUNNING)},
-		UpsertedAgents:     []*tailnet.Agent{agent(agentA1, wsA, "ok"), agent(agentA2, wsA, "down")},
-	})
-	eng := &fakePingEngine{fail: map[netip.Addr]bool{tailnet.CoderServicePrefix.AddrFromUUID(agentA2): true}}
-	pingRound(context.Background(), p, eng, time.Second, slog.Make())
-	p.sendStatus()
-	u := sent.last(t)
-	ok := findAgent(t, u.UpsertedAgents, agentA1)
-	if ok.LastPing == nil || ok.LastPing.Latency.AsDuration() != 7*time.Millisecond || !ok.LastPing.DidP2P {
-		t.Fatalf("last_ping %v", ok.LastPing)
-	}
-	if ok.LastPing.PreferredDerp != "Embedded" || ok.LastPing.PreferredDerpLatency.AsDuration() != 12*time.Millisecond {
-		t.Fatalf("derp %q latency %v", ok.LastPing.PreferredDerp, ok.LastPing.PreferredDerpLatency)
-	}
-	// The agent that did not answer has nothing new to say: it is not sent
-	// again (the manager still has it from the snapshot).
-	if len(u.UpsertedAgents) != 1 {
-		t.Fatalf("status update carries %d agents, want only the one that answered: %v", len(u.UpsertedAgents), u.UpsertedAgents)
-	}
-	// Nothing changed since: the next round sends nothing.
-	before := sent.count()
-	p.sendStatus()
-	if sent.count() != before {
-		t.Fatalf("an unchanged status was sent again: %v", sent.last(t))
-	}
-	// The ping survives an upsert of the same agent.
-	_ = p.Update(tailnet.WorkspaceUpdate{Kind: tailnet.Diff, UpsertedAgents: []*tailnet.Agent{agent(agentA1, wsA, "ok")}})
-	if findAgent(t, sent.last(t).UpsertedAgents, agentA1).LastPing == nil {
-		t.Fatal("upsert dropped the last ping")
-	}
-}
-
-func TestPingLoopSendsStatus(t *testing.T) {
-	t.Parallel()
-	sent := &sentUpdates{}
-	p := newPeerTracker("alice", "coder", nil, sent.send)
-	_ = p.Update(tailnet.WorkspaceUpdate{Kind: tailnet.Snapshot,
-		UpsertedWorkspaces: []*tailnet.Workspace{ws(wsA, "dev", tailnetproto.Workspace_RUNNING)},
-		UpsertedAgents:     []*tailnet.Agent{agent(agentA1, wsA, "ok")},
-	})
-	before := sent.count()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runPingLoop(ctx, p, &fakePingEngine{}, 10*time.Millisecond, slog.Make())
-	}()
-	deadline := time.After(10 * time.Second)
-	for sent.count() < before+2 {
-		select {
-		case <-deadline:
-			t.Fatal("ping loop sent no status")
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-	cancel()
-	<-done
-	if findAgent(t, sent.last(t).UpsertedAgents, agentA1).LastPing == nil {
-		t.Fatal("status has no last_ping")
 	}
 }
 

@@ -3,12 +3,12 @@ package vpnlib_test
 import (
 	"context"
 	"net/netip"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/codervpn/codervpn/internal/abi"
+	"github.com/codervpn/codervpn/internal/fdtest"
 	vpnpb "github.com/codervpn/codervpn/proto"
 	"github.com/codervpn/codervpn/vpnlib/hosttest"
 	"github.com/codervpn/codervpn/vpnlib/vpntest"
@@ -37,7 +37,7 @@ func TestRegistryTunnel(t *testing.T) {
 			tunFD, rd, wr := h.TunnelFDs()
 			// What the tunnel's end of the utun socketpair looks like in
 			// /proc, to count the copies of it that stay open.
-			tunTarget := fdSet(t)[strconv.Itoa(tunFD)]
+			tunTarget := fdtest.Take(t)[tunFD]
 			hostCopies := 0
 			if fromRequest {
 				tunFD = -1
@@ -99,7 +99,7 @@ func waitFDCopies(t *testing.T, target string, want int) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		n := 0
-		for _, tg := range fdSet(t) {
+		for _, tg := range fdtest.Take(t) {
 			if tg == target {
 				n++
 			}

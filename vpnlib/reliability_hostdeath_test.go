@@ -9,6 +9,7 @@ import (
 	"cdr.dev/slog/v3"
 	"cdr.dev/slog/v3/sloggers/slogtest"
 
+	"github.com/codervpn/codervpn/internal/fdtest"
 	vpnpb "github.com/codervpn/codervpn/proto"
 	"github.com/codervpn/codervpn/vpnlib"
 	"github.com/codervpn/codervpn/vpnlib/hosttest"
@@ -93,7 +94,7 @@ func TestHostDies(t *testing.T) {
 			}
 			silent := silentListener(t)
 			h := hosttest.New(t, hosttest.Options{})
-			before := fdSet(t)
+			before := fdtest.Take(t)
 			tunFile, read, write := h.TunnelFiles()
 			tun, err := vpnlib.NewTunnel(vpnlib.TunnelConfig{
 				TunFD: int(tunFile.Fd()), RPCRead: read, RPCWrite: write,
@@ -116,7 +117,7 @@ func TestHostDies(t *testing.T) {
 // the handshake fails at once rather than wait out its timeout.
 func TestHostDiesMidHeader(t *testing.T) {
 	checkNoLeaks(t)
-	before := fdSet(t)
+	before := fdtest.Take(t)
 	tunR, tunW, mgrR, mgrW := vpnlib.RPCPipes(t)
 	tun, err := vpnlib.NewTunnel(vpnlib.TunnelConfig{TunFD: -1, RPCRead: tunR, RPCWrite: tunW})
 	if err != nil {
@@ -141,7 +142,7 @@ func TestHostDiesMidHeader(t *testing.T) {
 // hold no fd that was not open in before. The deployment d, if any, is
 // closed first: its agents open sockets of their own (latency checks) at
 // any time, and only the tunnel's must be accounted for here.
-func waitTunnelGone(t *testing.T, tun *vpnlib.Tunnel, diedAt time.Time, before map[string]string, d *vpntest.Deployment) {
+func waitTunnelGone(t *testing.T, tun *vpnlib.Tunnel, diedAt time.Time, before fdtest.Snapshot, d *vpntest.Deployment) {
 	t.Helper()
 	select {
 	case <-tun.Done():
@@ -154,5 +155,5 @@ func waitTunnelGone(t *testing.T, tun *vpnlib.Tunnel, diedAt time.Time, before m
 			t.Fatal(err)
 		}
 	}
-	waitNoNewFDs(t, before, "the tunnel")
+	before.WaitClosed(t, nil, leakWait, "the tunnel")
 }

@@ -9,11 +9,14 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/tailscale/wireguard-go/tun"
 	"google.golang.org/protobuf/proto"
 
 	vpnpb "github.com/codervpn/codervpn/proto"
+	"github.com/codervpn/codervpn/tunfd"
 	"github.com/codervpn/codervpn/vpnlib"
 	"github.com/codervpn/codervpn/vpnlib/speaker"
 	"github.com/codervpn/codervpn/vpnlib/vpntest"
@@ -231,4 +234,45 @@ func waitTunnel(t *testing.T, tun *vpnlib.Tunnel) {
 	if err := tun.Err(); err != nil {
 		t.Fatalf("tunnel Err after a clean stop: %v", err)
 	}
+}
+
+// closeWatchedDevice records that the engine closed the tunnel device.
+type closeWatchedDevice struct {
+	tun.Device
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (d *closeWatchedDevice) Close() error {
+	d.once.Do(func() { close(d.closed) })
+	return d.Device.Close()
+}
+
+// The StopResponse says the tunnel carries no more traffic: by the time the
+// manager reads it the engine has closed the device. What the StopResponse
+// no longer waits for (the coordinator's goodbye) is done by Done: the
+// rig's leak check finds every goroutine gone.
+func TestStopResponseAfterDeviceClosed(t *testing.T) {
+	dev := &closeWatchedDevice{closed: make(chan struct{})}
+	r := newRig(t, rigOptions{deployment: &vpntest.Options{}, config: func(c *vpnlib.TunnelConfig) {
+		c.OpenTun = func(fd int) (tun.Device, error) {
+			d, err := tunfd.Open(fd, tunfd.Options{MTU: tunfd.TunnelMTU})
+			if err != nil {
+				return nil, err
+			}
+			dev.Device = d
+			return dev, nil
+		}
+	}})
+	r.startWithAgent(r.d.URL.String())
+	resp, err := r.h.Stop(r.step())
+	if err != nil || !resp.GetSuccess() {
+		t.Fatalf("stop: %v %v", resp, err)
+	}
+	select {
+	case <-dev.closed:
+	default:
+		t.Fatal("the StopResponse came while the tunnel device was still open")
+	}
+	r.waitDone(testTimeout)
 }

@@ -120,9 +120,19 @@ const quiesceWait = 500 * time.Millisecond
 
 // handleStop stops the engine, answers any request already queued behind
 // the Stop, sends the StopResponse as the last message, and ends the session.
+//
+// The StopResponse goes once the engine is closed (it carries no more
+// traffic and the session sends nothing more); the coordinator's goodbye
+// and the rest of the teardown finish after it, before the control loop
+// returns, so Done and Close still wait for them.
 func (t *Tunnel) handleStop(req *vpnpb.ManagerMessage) {
 	t.logger.Info(t.ctx, "stopping the tunnel")
-	err := t.stopSession()
+	sess := t.takeSession()
+	var err error
+	if sess != nil {
+		err = sess.halt()
+		defer sess.finish()
+	}
 	resp := &vpnpb.StopResponse{Success: err == nil}
 	if err != nil {
 		resp.ErrorMessage = err.Error()
@@ -161,16 +171,21 @@ func (t *Tunnel) handleStop(req *vpnpb.ManagerMessage) {
 
 // stopSession closes the running session, if any, and marks the tunnel
 // stopped for good.
-func (t *Tunnel) stopSession() error {
+func (t *Tunnel) stopSession() {
+	if sess := t.takeSession(); sess != nil {
+		_ = sess.close()
+	}
+}
+
+// takeSession marks the tunnel stopped for good and returns the running
+// session, if any, for the caller to close.
+func (t *Tunnel) takeSession() *session {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	sess := t.session
 	t.session = nil
 	t.state = stateStopped
-	t.mu.Unlock()
-	if sess == nil {
-		return nil
-	}
-	return sess.close()
+	return sess
 }
 
 // peerSnapshot is the GetPeerUpdate answer: everything known, or nothing

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,18 +14,23 @@ import (
 	"cdr.dev/slog/v3"
 	"cdr.dev/slog/v3/sloggers/slogtest"
 
+	"github.com/codervpn/codervpn/internal/fdtest"
 	vpnpb "github.com/codervpn/codervpn/proto"
 	"github.com/codervpn/codervpn/vpnlib"
 	"github.com/codervpn/codervpn/vpnlib/hosttest"
 	"github.com/codervpn/codervpn/vpnlib/vpntest"
 )
 
-// testTimeout bounds each end-to-end test's waits.
+// testTimeout bounds each step of an end-to-end test (a start, a stop, a
+// wait for an agent), and r.ctx, which tests use for their own steps.
 const testTimeout = 60 * time.Second
 
 // rig is one tunnel under test with its host and (optionally) deployment.
 type rig struct {
-	t   *testing.T
+	t *testing.T
+	// ctx ends testTimeout after the rig was made: for tests of a few short
+	// steps. The rig's own steps each get a deadline of their own (step), so
+	// a long setup on a loaded machine leaves them their full time.
 	ctx context.Context
 	d   *vpntest.Deployment
 	h   *hosttest.Host
@@ -85,6 +89,14 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	return r
 }
 
+// step returns a context for one step of the test, ending testTimeout from
+// now or when the test ends.
+func (r *rig) step() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	r.t.Cleanup(cancel)
+	return ctx
+}
+
 // start sends a StartRequest for the rig's deployment and requires success.
 func (r *rig) start(extra func(*vpnpb.StartRequest)) {
 	r.t.Helper()
@@ -92,7 +104,7 @@ func (r *rig) start(extra func(*vpnpb.StartRequest)) {
 	if extra != nil {
 		extra(req)
 	}
-	resp, err := r.h.Start(r.ctx, req)
+	resp, err := r.h.Start(r.step(), req)
 	if err != nil {
 		r.t.Fatalf("start: %v", err)
 	}
@@ -104,7 +116,7 @@ func (r *rig) start(extra func(*vpnpb.StartRequest)) {
 // waitAgent waits until the host knows workspace/agent.
 func (r *rig) waitAgent(ws, agent string) *vpnpb.Agent {
 	r.t.Helper()
-	st, err := r.h.WaitPeerUpdate(r.ctx, func(s *hosttest.PeerState) bool { return s.Agent(ws, agent) != nil })
+	st, err := r.h.WaitPeerUpdate(r.step(), func(s *hosttest.PeerState) bool { return s.Agent(ws, agent) != nil })
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -114,7 +126,8 @@ func (r *rig) waitAgent(ws, agent string) *vpnpb.Agent {
 // stop sends StopRequest, requires success, and waits for both ends to end.
 func (r *rig) stop() {
 	r.t.Helper()
-	resp, err := r.h.Stop(r.ctx)
+	ctx := r.step()
+	resp, err := r.h.Stop(ctx)
 	if err != nil {
 		r.t.Fatalf("stop: %v", err)
 	}
@@ -124,7 +137,7 @@ func (r *rig) stop() {
 	r.waitDone(testTimeout)
 	select {
 	case <-r.h.Done():
-	case <-r.ctx.Done():
+	case <-ctx.Done():
 		r.t.Fatal("the manager saw no EOF after StopResponse")
 	}
 }
@@ -138,58 +151,42 @@ func (r *rig) waitDone(d time.Duration) {
 	}
 }
 
+// leakWait bounds the wait for what a test opened to go: goroutines
+// exiting, fds closing. On an idle machine they go within milliseconds; the
+// bound is for a loaded one (the race detector, both cores busy), where the
+// engine's goroutines for thousands of peers take seconds to be scheduled
+// and exit.
+const leakWait = 30 * time.Second
+
 // checkNoLeaks records the fds and goroutines now and, at cleanup (after
-// every later cleanup ran), waits for both to be back.
+// every later cleanup ran), waits for those opened since to be gone. Tests
+// using it must not be parallel: another test's fds and goroutines would be
+// taken for this one's.
 func checkNoLeaks(t *testing.T) {
 	t.Helper()
-	before := fdSet(t)
+	before := fdtest.Take(t)
 	ignore := goleak.IgnoreCurrent()
 	t.Cleanup(func() {
-		waitNoNewFDs(t, before, "the test")
-		if err := goleak.Find(ignore); err != nil {
-			t.Errorf("goroutines leaked: %v", err)
-		}
+		before.WaitClosed(t, nil, leakWait, "the test")
+		waitNoNewGoroutines(t, ignore, "the test")
 	})
 }
 
-// waitNoNewFDs waits until every fd open now was open in before, and fails
-// the test naming the ones that stay.
-func waitNoNewFDs(t *testing.T, before map[string]string, who string) {
+// waitNoNewGoroutines waits up to leakWait for every goroutine started
+// since ignore was taken to exit, and fails the test naming those left.
+func waitNoNewGoroutines(t *testing.T, ignore goleak.Option, who string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(leakWait)
 	for {
-		var extra []string
-		for fd, target := range fdSet(t) {
-			if _, ok := before[fd]; !ok {
-				extra = append(extra, fmt.Sprintf("%s -> %s", fd, target))
-			}
-		}
-		if len(extra) == 0 {
+		err := goleak.Find(ignore) // itself retries for about half a second
+		if err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("fds left by %s: %s", who, strings.Join(extra, ", "))
+			t.Errorf("goroutines left by %s after %s: %v", who, leakWait, err)
 			return
 		}
-		time.Sleep(20 * time.Millisecond) // polling /proc: there is nothing to wait on
 	}
-}
-
-func fdSet(t *testing.T) map[string]string {
-	t.Helper()
-	entries, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("cannot count fds without /proc: %v", err)
-	}
-	out := make(map[string]string, len(entries))
-	for _, e := range entries {
-		target, err := os.Readlink("/proc/self/fd/" + e.Name())
-		if err != nil {
-			continue // the fd ReadDir itself used, closed by now
-		}
-		out[e.Name()] = target
-	}
-	return out
 }
 
 // logsContain reports whether any Log message the host got mentions s.

@@ -29,24 +29,53 @@ type session struct {
 	waker      *waker
 	client     *coderd.Client
 	wg         sync.WaitGroup
-	closeOnce  sync.Once
-	closeErr   error
+	haltOnce   sync.Once
+	haltErr    error
+	finishOnce sync.Once
 }
 
-// close stops everything the session runs and releases the device. The
-// network settings are frozen first so that tearing the engine down sends
-// the manager nothing.
+// close stops everything the session runs and releases the device.
 func (s *session) close() error {
-	s.closeOnce.Do(func() {
+	err := s.halt()
+	s.finish()
+	return err
+}
+
+// halt stops the session carrying traffic: when it returns, the engine and
+// the device are closed, and the session sends the manager no more network
+// settings or peer updates (both are silenced first, so that tearing the
+// engine down sends the manager nothing).
+//
+// What is left for finish is the goodbye to the coordinator, which the
+// controllers started when halt canceled them and which runs beside the
+// engine's teardown. It is bounded (gracefulDisconnect) but takes a round
+// trip to the deployment and the coordinator's work on every tunnel we had
+// (at 2,000 agents, bench/RESULTS.md): the StopResponse need not wait for
+// it. The engine closing under the controllers is safe:
+// our engineProxy stops handing it peer updates once the session ends, and
+// what the controllers still set on it (DERP map, DNS names, tunnel
+// destinations) a closed engine keeps without acting on.
+func (s *session) halt() error {
+	s.haltOnce.Do(func() {
 		s.settings.shutdown()
+		s.peers.silence()
 		s.cancel()
-		<-s.controller.Closed()
 		s.wg.Wait()
-		s.closeErr = s.conn.Close()
+		s.haltErr = s.conn.Close()
 		_ = s.dev.Close() // the engine closed it already; this is a no-op then
+	})
+	return s.haltErr
+}
+
+// finish waits for the controllers to end (the coordinator's goodbye) and
+// closes the idle connections to the deployment. It halts the session
+// first if that has not happened yet.
+func (s *session) finish() {
+	_ = s.halt()
+	s.finishOnce.Do(func() {
+		<-s.controller.Closed()
 		s.client.CloseIdle()
 	})
-	return s.closeErr
 }
 
 // onceClosedDevice lets both the engine and our error paths close the

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/codervpn/codervpn/internal/fdtest"
 	vpnpb "github.com/codervpn/codervpn/proto"
 	"github.com/codervpn/codervpn/vpnlib"
 	"github.com/codervpn/codervpn/vpnlib/hosttest"
@@ -160,7 +161,7 @@ func TestTunnelStartErrors(t *testing.T) {
 			if len(pu.UpsertedAgents)+len(pu.UpsertedWorkspaces)+len(pu.DeletedAgents)+len(pu.DeletedWorkspaces) != 0 {
 				t.Fatalf("GetPeerUpdate before Start is not empty: %v", pu)
 			}
-			fdsBefore := fdSet(t)
+			fdsBefore := fdtest.Take(t)
 			ignore := goleak.IgnoreCurrent()
 
 			started := time.Now()
@@ -182,10 +183,8 @@ func TestTunnelStartErrors(t *testing.T) {
 			}
 
 			// Nothing the failed Start made survives it.
-			if err := goleak.Find(ignore); err != nil {
-				t.Errorf("goroutines left by the failed Start: %v", err)
-			}
-			waitNoNewFDs(t, fdsBefore, "the failed Start")
+			waitNoNewGoroutines(t, ignore, "the failed Start")
+			fdsBefore.WaitClosed(t, nil, leakWait, "the failed Start")
 
 			pu, err = r.h.GetPeerUpdate(r.ctx)
 			if err != nil {

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/codervpn/codervpn/internal/dlhost"
 )
 
 // The tests run the real programs: the codervpn binary, and for the dylib
@@ -72,7 +74,9 @@ func codervpnBinary(t *testing.T) string {
 }
 
 // dylibFiles builds libcodervpn.so and the C host once, as `make dylib
-// dlhost` does.
+// dlhost` does. It is dlhost.Build, which cmd/dylib's tests use too: built
+// with the same flags, the second build of a run finds every package
+// compiled by the first.
 func dylibFiles(t *testing.T) (lib, host string) {
 	t.Helper()
 	dir := sharedBuildDir(t)
@@ -81,11 +85,7 @@ func dylibFiles(t *testing.T) (lib, host string) {
 			libErr = err
 			return
 		}
-		libPath, dlhostPath = filepath.Join(dir, "libcodervpn.so"), filepath.Join(dir, "dlhost")
-		libErr = run1(t, "go", "build", "-buildmode=c-shared", "-o", libPath, "../dylib")
-		if libErr == nil {
-			libErr = run1(t, "cc", "-O2", "-o", dlhostPath, "../../scripts/dlhost.c", "-ldl", "-lpthread")
-		}
+		libPath, dlhostPath, libErr = dlhost.Build(dir, "v0.0.0-cmdtest")
 	})
 	if libErr != nil {
 		t.Fatalf("build libcodervpn.so and dlhost (needs a C compiler): %v", libErr)

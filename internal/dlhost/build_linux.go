@@ -6,17 +6,31 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Build compiles libcodervpn.so (with its header, renamed codervpn.h as
 // `make dylib` names it) and the C host into dir, with version stamped into
 // the library, and returns their paths. It runs the go command and $CC (cc
 // by default) from the module root, so it works from any package's tests.
+//
+// The flags are `make dylib`'s, and one Build runs at a time on the machine:
+// a c-shared build compiles the whole dependency tree apart from every other
+// build mode (~400 s on a busy 2-core machine with a cold cache), and `go
+// test ./...` runs the test binaries of cmd/dylib and cmd/codervpn side by
+// side. Taking turns, the second finds every package in the build cache and
+// only links.
 func Build(dir, version string) (lib, host string, err error) {
 	root, err := moduleRoot()
 	if err != nil {
 		return "", "", err
 	}
+	unlock, err := lockBuilds()
+	if err != nil {
+		return "", "", err
+	}
+	defer unlock()
 	lib, host = filepath.Join(dir, "libcodervpn.so"), filepath.Join(dir, "dlhost")
 	cc := os.Getenv("CC")
 	if cc == "" {
@@ -53,4 +67,19 @@ func moduleRoot() (string, error) {
 		return "", fmt.Errorf("not inside the codervpn module")
 	}
 	return filepath.Dir(gomod), nil
+}
+
+// lockBuilds waits for, and takes, the machine-wide lock Build holds while
+// it builds.
+func lockBuilds() (unlock func(), err error) {
+	path := filepath.Join(os.TempDir(), "codervpn-dlhost-build.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o666)
+	if err != nil {
+		return nil, fmt.Errorf("open the build lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("take the build lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil // closing releases the lock
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/codervpn/codervpn/internal/fdtest"
 	vpnpb "github.com/codervpn/codervpn/proto"
 )
 
@@ -60,7 +61,9 @@ func readKernel(t *testing.T, nl *netlink.Handle, name string) kernelState {
 
 func TestConfiguratorApplyAndTeardown(t *testing.T) {
 	requireRoot(t)
-	fds := countFDs(t)
+	fds := fdtest.Take(t)
+	// Registered first, so it runs after the namespace's cleanups.
+	t.Cleanup(func() { fds.Check(t, kernelFDs, "the test") })
 	ns, nl := newNetns(t)
 	tun, err := CreateTUNIn(ns, "cvpntest0")
 	if err != nil {
@@ -150,11 +153,6 @@ func TestConfiguratorApplyAndTeardown(t *testing.T) {
 	if _, err := nl.LinkByName("cvpntest0"); err == nil {
 		t.Fatal("TUN still exists after its only fd was closed")
 	}
-	nl.Close()
-	ns.Close()
-	if got := countFDs(t); got != fds {
-		t.Errorf("fds: %d before, %d after", fds, got)
-	}
 }
 
 func TestConfiguratorCloseAfterDeviceGone(t *testing.T) {
@@ -211,7 +209,7 @@ func TestCreateTUNErrors(t *testing.T) {
 		{"empty name", "", "1 to 15 bytes"},
 		{"existing non-TUN interface", "lo", "not a TUN device"},
 	}
-	fds := countFDs(t)
+	fds := fdtest.Take(t)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f, err := CreateTUNIn(ns, tc.tunName)
@@ -224,9 +222,7 @@ func TestCreateTUNErrors(t *testing.T) {
 			}
 		})
 	}
-	if got := countFDs(t); got != fds {
-		t.Errorf("fds: %d before, %d after failed creates", fds, got)
-	}
+	fds.Check(t, kernelFDs, "failed creates")
 }
 
 func TestNewUnknownLink(t *testing.T) {

@@ -43,41 +43,48 @@ func CreateTUN(name string) (*os.File, error) {
 // packets of a device that only the namespace sees. The calling goroutine's
 // namespace is not changed.
 func CreateTUNIn(ns netns.NsHandle, name string) (*os.File, error) {
-	type result struct {
-		f   *os.File
-		err error
-	}
-	ch := make(chan result, 1)
+	ch := make(chan tunResult, 1)
 	// A fresh goroutine on a locked thread: if switching back fails, the
 	// goroutine exits still locked and the runtime discards the thread, so no
 	// other goroutine ever runs in the wrong namespace.
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("get current network namespace: %w", err)}
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("enter network namespace: %w", err)}
-			return
-		}
-		f, err := CreateTUN(name)
-		if rerr := netns.Set(orig); rerr != nil {
-			if f != nil {
-				f.Close()
-			}
-			ch <- result{err: fmt.Errorf("return to the original network namespace: %w", rerr)}
-			return // thread stays locked and is thrown away
-		}
-		runtime.UnlockOSThread()
-		ch <- result{f, err}
-	}()
+	go func() { ch <- createTUNIn(ns, name) }()
 	r := <-ch
 	return r.f, r.err
+}
+
+type tunResult struct {
+	f   *os.File
+	err error
+}
+
+// createTUNIn is CreateTUNIn's work on its own goroutine. It closes the
+// handle on the original namespace before it returns, so that the caller,
+// once it has the result, holds no fd of ours but the TUN's.
+func createTUNIn(ns netns.NsHandle, name string) (res tunResult) {
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		res.err = fmt.Errorf("get current network namespace: %w", err)
+		return res
+	}
+	defer orig.Close()
+	if err := netns.Set(ns); err != nil {
+		runtime.UnlockOSThread()
+		res.err = fmt.Errorf("enter network namespace: %w", err)
+		return res
+	}
+	f, err := CreateTUN(name)
+	if rerr := netns.Set(orig); rerr != nil {
+		if f != nil {
+			f.Close()
+		}
+		res.err = fmt.Errorf("return to the original network namespace: %w", rerr)
+		return res // the thread stays locked and is thrown away
+	}
+	runtime.UnlockOSThread()
+	res.f, res.err = f, err
+	return res
 }
 
 // tunError turns the errno of a TUN operation into advice a person can act on.

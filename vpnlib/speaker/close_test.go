@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/codervpn/codervpn/internal/fdtest"
 	vpnpb "github.com/codervpn/codervpn/proto"
 )
 
@@ -196,18 +197,10 @@ func TestSpeakerHandshakeTimeout(t *testing.T) {
 	}
 }
 
-func countFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("cannot count fds: %v", err)
-	}
-	return len(ents)
-}
-
-// TestSpeakerNoFDLeak is not parallel: it counts the process's fds.
+// TestSpeakerNoFDLeak is not parallel: another test's pipes would be taken
+// for this one's.
 func TestSpeakerNoFDLeak(t *testing.T) {
-	before := countFDs(t)
+	before := fdtest.Take(t)
 	for i := range 3 {
 		mEnd, tEnd := newPipePair(t)
 		ctx := testContext(t)
@@ -240,7 +233,5 @@ func TestSpeakerNoFDLeak(t *testing.T) {
 		}
 		_ = bad.r.Close()
 	}
-	if after := countFDs(t); after != before {
-		t.Fatalf("fds before %d, after %d", before, after)
-	}
+	before.Check(t, fdtest.Pipes, "the speakers")
 }

@@ -28,11 +28,15 @@ func TestDropControlConnections(t *testing.T) {
 		return c.hasResumeToken()
 	})
 
-	if n := d.DropControlConnections(); n != 1 {
+	n := d.DropControlConnections()
+	if n != 1 {
 		t.Fatalf("DropControlConnections closed %d, want 1", n)
 	}
-	if got := d.ControlConnections(); got != 0 {
-		t.Fatalf("ControlConnections = %d right after the drop, want 0", got)
+	// The dropped connection is no longer counted. The client may have
+	// reconnected already (a busy machine can run it before this line), so
+	// what is counted is at most what was accepted less what was dropped.
+	if got, total := d.ControlConnections(), d.TotalControlConnections(); got > total-n {
+		t.Fatalf("ControlConnections = %d of %d accepted right after dropping %d: a dropped one is still counted", got, total, n)
 	}
 	waitFor(ctx, t, "the client to reconnect", func() bool {
 		return d.TotalControlConnections() == 2 && d.ControlConnections() == 1
