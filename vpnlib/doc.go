@@ -36,18 +36,20 @@
 //	The engine calls back into netSettings (router, DNS), which asks the
 //	host with a NetworkSettings request; peerTracker sends PeerUpdates.
 //
-// session.close undoes a session in this order: the settings stop sending,
-// cancel ends the controller (waited for), the batcher and the pings
-// (waited for), then the engine closes (and with it the device), and the
-// REST client's idle connections go.
+// session.close undoes a session in two parts. halt stops it carrying
+// traffic: the settings and the peer tracker stop sending, cancel ends the
+// controller, the batcher and the pings (the last two waited for), then the
+// engine closes (and with it the device). finish waits for the controller's
+// goodbye to the coordinator and closes the REST client's idle connections.
 //
 // # How a session ends
 //
 // Stop: the read loop hands the StopRequest to the control queue (first
-// aborting a Start in progress). controlLoop closes the session, waits for
+// aborting a Start in progress). controlLoop halts the session, waits for
 // the requests that arrived with the Stop to be queued (Quiesce) and
 // answers them, flushes the logs, sends the StopResponse as the last frame
-// (closing our write side, so the manager reads end of file) and calls end.
+// (closing our write side, so the manager reads end of file), calls end,
+// and then finishes the session.
 //
 // Hang-up: the manager closes its pipes; the read loop sees end of file
 // and the speaker's session ends. run notices and calls end.
