@@ -97,7 +97,7 @@ func tokenSecrets(token string) []string {
 // entryToLog converts a slog entry to a Log message, redacting every string.
 func entryToLog(e slog.SinkEntry, r *redactor) *vpnpb.Log {
 	l := &vpnpb.Log{
-		Level:   logLevel(e.Level),
+		Level:   LogLevel(e.Level),
 		Message: r.redact(e.Message),
 	}
 	for _, n := range e.LoggerNames {
@@ -109,7 +109,9 @@ func entryToLog(e slog.SinkEntry, r *redactor) *vpnpb.Log {
 	return l
 }
 
-func logLevel(l slog.Level) vpnpb.Log_Level {
+// LogLevel is the protocol's level for a slog level: what a Log message
+// carries, and the number the C ABI's log callback gets.
+func LogLevel(l slog.Level) vpnpb.Log_Level {
 	switch {
 	case l <= slog.LevelDebug:
 		return vpnpb.Log_DEBUG

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"os"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -90,18 +92,19 @@ func fillPipe(t *testing.T, w *os.File) int {
 	}
 }
 
-// TestTunnelManagerStopsReading starts a real tunnel, then has the manager
-// stop reading and fills the tunnel→manager pipe, as a hung Coder Desktop
-// would leave it. The deployment then adds an agent, so the workspace-updates
-// controller's callback sends a PeerUpdate into the full pipe. Without a
-// write bound that callback would block the controller for ever (and Close
-// with it, which waits for the controller). The session must instead end
-// within the write timeout with an error saying the manager stopped reading,
-// and release every fd and goroutine.
-func TestTunnelManagerStopsReading(t *testing.T) {
-	checkNoLeaks(t)
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
+// stalledTunnel is a running tunnel (one workspace, no agents) whose
+// manager has stopped reading: its reader is parked and the tunnel→manager
+// pipe is full, as a hung Coder Desktop would leave it. Nothing but a
+// PeerUpdate writes once the pipe is full: no status rounds, no logs.
+type stalledTunnel struct {
+	d   *vpntest.Deployment
+	ws  *vpntest.Workspace
+	tun *vpnlib.Tunnel
+	mgr *speaker.Manager
+}
+
+func newStalledTunnel(ctx context.Context, t *testing.T, writeTimeout time.Duration) *stalledTunnel {
+	t.Helper()
 	d := vpntest.New(t, vpntest.Options{
 		Logger: slogtest.Make(t, &slogtest.Options{IgnoreErrors: true}).Leveled(slog.LevelInfo).Named("deployment"),
 	})
@@ -124,12 +127,9 @@ func TestTunnelManagerStopsReading(t *testing.T) {
 		_ = unix.Close(utun[1])
 	})
 
-	const writeTimeout = 500 * time.Millisecond
 	tun, err := vpnlib.NewTunnel(vpnlib.TunnelConfig{
 		TunFD: utun[1], RPCRead: tunR, RPCWrite: tunW,
 		WriteTimeout: writeTimeout,
-		// Nothing but the PeerUpdate may write once the pipe is full: no
-		// status rounds, no logs.
 		PingInterval: time.Hour,
 		LogLevel:     slog.LevelFatal,
 	})
@@ -169,26 +169,96 @@ func TestTunnelManagerStopsReading(t *testing.T) {
 		_, err := mgr.Call(ctx, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_Wake{Wake: &vpnpb.WakeRequest{}}})
 		wake <- err
 	}()
+	t.Cleanup(func() {
+		_ = mgr.Close()
+		<-wake // its reply, if any, was never read
+	})
 	select {
 	case <-reader.parked:
 	case <-ctx.Done():
 		t.Fatal("the manager's reader never parked")
 	}
 	t.Logf("filled the tunnel→manager pipe with %d bytes", fillPipe(t, tunW))
+	return &stalledTunnel{d: d, ws: ws, tun: tun, mgr: mgr}
+}
+
+// TestTunnelManagerStopsReading: the deployment adds an agent to a stalled
+// tunnel, so the workspace-updates controller's callback sends a PeerUpdate
+// into the full pipe. Without a write bound that callback would block the
+// controller for ever (and Close with it, which waits for the controller).
+// The session must instead end within the write timeout with an error
+// saying the manager stopped reading, and release every fd and goroutine.
+func TestTunnelManagerStopsReading(t *testing.T) {
+	checkNoLeaks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	const writeTimeout = 500 * time.Millisecond
+	st := newStalledTunnel(ctx, t, writeTimeout)
 
 	started := time.Now()
-	if _, err := d.AddAgent(ctx, ws.ID, "main"); err != nil {
+	if _, err := st.d.AddAgent(ctx, st.ws.ID, "main"); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-tun.Done():
+	case <-st.tun.Done():
 	case <-ctx.Done():
 		t.Fatal("the tunnel never ended: a send into the full pipe blocks for ever")
 	}
 	t.Logf("the session ended %s after the agent was added", time.Since(started).Round(time.Millisecond))
-	if err := tun.Err(); !errors.Is(err, speaker.ErrWriteTimeout) {
+	if err := st.tun.Err(); !errors.Is(err, speaker.ErrWriteTimeout) {
 		t.Fatalf("tunnel Err = %v, want ErrWriteTimeout", err)
 	}
-	_ = mgr.Close()
-	<-wake // its reply, if any, was never read
+}
+
+// stopBound is how long Close may take with a manager that stopped
+// reading (the C ABI's coderStopVPN promises it): the engine's teardown and
+// the coordinator's bounded goodbye, never the write timeout.
+const stopBound = time.Second
+
+// TestTunnelCloseWhileManagerStopsReading: a PeerUpdate is blocked on the
+// full pipe (the controller's callback, holding the lock that halting the
+// session takes) when the host closes the tunnel, as a NetworkExtension
+// calling coderStopVPN from its only reader does. Close must not wait out
+// the 15 s write timeout: it returns within stopBound.
+func TestTunnelCloseWhileManagerStopsReading(t *testing.T) {
+	checkNoLeaks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	st := newStalledTunnel(ctx, t, speaker.DefaultWriteTimeout)
+	if _, err := st.d.AddAgent(ctx, st.ws.ID, "main"); err != nil {
+		t.Fatal(err)
+	}
+	waitGoroutine(ctx, t, "vpnlib.(*peerTracker).Update", "writeFrame")
+
+	started := time.Now()
+	_ = st.tun.Close()
+	took := time.Since(started)
+	t.Logf("Close returned %s after it was called, with a PeerUpdate blocked on the full pipe", took.Round(time.Millisecond))
+	if took > stopBound {
+		t.Fatalf("Close took %s with a manager that stopped reading, want at most %s", took.Round(time.Millisecond), stopBound)
+	}
+}
+
+// waitGoroutine waits until some goroutine's stack holds every one of
+// marks: the test's way of knowing a send is blocked before it acts.
+func waitGoroutine(ctx context.Context, t *testing.T, marks ...string) {
+	t.Helper()
+	buf := make([]byte, 1<<22)
+	for {
+		n := runtime.Stack(buf, true)
+		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+			found := true
+			for _, m := range marks {
+				found = found && strings.Contains(g, m)
+			}
+			if found {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no goroutine ever blocked in %v", marks)
+		case <-time.After(10 * time.Millisecond): // polling stacks: nothing to wait on
+		}
+	}
 }
