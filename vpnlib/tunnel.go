@@ -259,7 +259,11 @@ func (t *Tunnel) run() {
 		// The manager never hears of this (there is no session to carry
 		// it); the local logger (the C ABI's log callback, the CLI's
 		// stderr) is where a host learns why its tunnel never answered.
-		t.logger.Error(t.ctx, "the CoderVPN handshake with the manager failed", slog.Error(err))
+		if errors.Is(err, context.Canceled) { // Close during the handshake
+			t.logger.Info(t.ctx, "the tunnel was closed before the CoderVPN handshake")
+		} else {
+			t.logger.Error(t.ctx, "the CoderVPN handshake with the manager failed", slog.Error(err))
+		}
 		return
 	}
 	t.mu.Lock()

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
-	"os"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,80 +15,12 @@ import (
 	"cdr.dev/slog/v3/sloggers/slogtest"
 	"github.com/coder/coder/v2/codersdk"
 
+	"github.com/codervpn/codervpn/internal/fdtest"
 	vpnpb "github.com/codervpn/codervpn/proto"
 	"github.com/codervpn/codervpn/vpnlib"
 	"github.com/codervpn/codervpn/vpnlib/speaker"
 	"github.com/codervpn/codervpn/vpnlib/vpntest"
 )
-
-// pausableReader lets a test make a manager stop reading: once paused, the
-// next Read parks (announcing it on parked) until the reader is closed.
-type pausableReader struct {
-	f      *os.File
-	mu     sync.Mutex
-	paused bool
-	parked chan struct{} // closed when a Read parks
-	gone   chan struct{} // closed by Close
-	once   sync.Once
-}
-
-func newPausableReader(f *os.File) *pausableReader {
-	return &pausableReader{f: f, parked: make(chan struct{}), gone: make(chan struct{})}
-}
-
-func (p *pausableReader) Read(b []byte) (int, error) {
-	p.mu.Lock()
-	paused := p.paused
-	p.mu.Unlock()
-	if paused {
-		select {
-		case <-p.parked:
-		default:
-			close(p.parked)
-		}
-		<-p.gone
-		return 0, os.ErrClosed
-	}
-	return p.f.Read(b)
-}
-
-func (p *pausableReader) pause() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.paused = true
-}
-
-func (p *pausableReader) Close() error {
-	p.once.Do(func() { close(p.gone) })
-	return p.f.Close()
-}
-
-// fillPipe writes into w's pipe until it is full, through a dup of its fd
-// (os.File.Fd would switch the tunnel's end to blocking mode).
-func fillPipe(t *testing.T, w *os.File) int {
-	t.Helper()
-	raw, err := w.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dup := -1
-	if err := raw.Control(func(fd uintptr) { dup, err = unix.Dup(int(fd)) }); err != nil || dup < 0 {
-		t.Fatalf("dup the pipe's write end: %v", err)
-	}
-	defer unix.Close(dup)
-	junk := make([]byte, 4096)
-	total := 0
-	for {
-		n, err := unix.Write(dup, junk) // the end is O_NONBLOCK, shared by the dup
-		if errors.Is(err, unix.EAGAIN) {
-			return total
-		}
-		if err != nil {
-			t.Fatalf("fill the pipe: %v", err)
-		}
-		total += n
-	}
-}
 
 // stalledTunnel is a running tunnel (one workspace, no agents) whose
 // manager has stopped reading: its reader is parked and the tunnel→manager
@@ -118,7 +48,7 @@ func newStalledTunnel(ctx context.Context, t *testing.T, writeTimeout time.Durat
 	if err != nil {
 		t.Fatal(err)
 	}
-	reader := newPausableReader(mgrR)
+	reader := fdtest.NewPausableReader(mgrR)
 	t.Cleanup(func() {
 		for _, c := range []io.Closer{tunR, mgrW, reader, tunW} {
 			_ = c.Close()
@@ -163,7 +93,7 @@ func newStalledTunnel(ctx context.Context, t *testing.T, writeTimeout time.Durat
 	// Stop reading: park the manager's reader before junk can reach it.
 	// Any message from the tunnel wakes the read in progress, and a Wake
 	// brings one (its reply).
-	reader.pause()
+	reader.Pause()
 	wake := make(chan error, 1)
 	go func() {
 		_, err := mgr.Call(ctx, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_Wake{Wake: &vpnpb.WakeRequest{}}})
@@ -174,11 +104,11 @@ func newStalledTunnel(ctx context.Context, t *testing.T, writeTimeout time.Durat
 		<-wake // its reply, if any, was never read
 	})
 	select {
-	case <-reader.parked:
+	case <-reader.Parked():
 	case <-ctx.Done():
 		t.Fatal("the manager's reader never parked")
 	}
-	t.Logf("filled the tunnel→manager pipe with %d bytes", fillPipe(t, tunW))
+	t.Logf("filled the tunnel→manager pipe with %d bytes", fdtest.FillPipe(t, tunW))
 	return &stalledTunnel{d: d, ws: ws, tun: tun, mgr: mgr}
 }
 
@@ -228,7 +158,9 @@ func TestTunnelCloseWhileManagerStopsReading(t *testing.T) {
 	if _, err := st.d.AddAgent(ctx, st.ws.ID, "main"); err != nil {
 		t.Fatal(err)
 	}
-	waitGoroutine(ctx, t, "vpnlib.(*peerTracker).Update", "writeFrame")
+	// Blocked in the write, or waiting for its turn behind another one
+	// (the DNS names changed: a NetworkSettings request may be first).
+	waitGoroutine(ctx, t, "vpnlib.(*peerTracker).Update", "speaker.(*Speaker[...]).write(")
 
 	started := time.Now()
 	_ = st.tun.Close()
@@ -243,9 +175,13 @@ func TestTunnelCloseWhileManagerStopsReading(t *testing.T) {
 // marks: the test's way of knowing a send is blocked before it acts.
 func waitGoroutine(ctx context.Context, t *testing.T, marks ...string) {
 	t.Helper()
-	buf := make([]byte, 1<<22)
+	buf := make([]byte, 1<<20)
 	for {
 		n := runtime.Stack(buf, true)
+		if n == len(buf) { // cut short: take them all
+			buf = make([]byte, 2*len(buf))
+			continue
+		}
 		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
 			found := true
 			for _, m := range marks {
