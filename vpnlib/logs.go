@@ -316,13 +316,17 @@ const maxLogFieldLen = 16 << 10
 // capField shortens an over-long (already redacted) value, saying how much
 // was cut. Redaction comes first so that a cut can never leave part of a
 // secret behind.
-func capField(v string) string {
-	if len(v) <= maxLogFieldLen {
-		return v
+func capField(v string) string { return CutText(v, maxLogFieldLen) }
+
+// CutText shortens s to at most max bytes (on a rune boundary) followed by
+// a note of how many bytes were cut, or returns it as it is.
+func CutText(s string, max int) string {
+	if len(s) <= max {
+		return s
 	}
-	i := maxLogFieldLen
-	for i > 0 && !utf8.RuneStart(v[i]) {
+	i := max
+	for i > 0 && !utf8.RuneStart(s[i]) {
 		i--
 	}
-	return fmt.Sprintf("%s… [%d bytes cut]", v[:i], len(v)-i)
+	return fmt.Sprintf("%s… [%d bytes cut]", s[:i], len(s)-i)
 }

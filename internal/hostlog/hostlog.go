@@ -17,7 +17,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"unicode/utf8"
 
 	"cdr.dev/slog/v3"
 
@@ -218,13 +217,5 @@ func Format(e slog.SinkEntry) string {
 		}
 		b.WriteString(v)
 	}
-	s := strings.ReplaceAll(b.String(), "\x00", `\x00`)
-	if len(s) <= MaxMessage {
-		return s
-	}
-	i := MaxMessage
-	for i > 0 && !utf8.RuneStart(s[i]) {
-		i--
-	}
-	return fmt.Sprintf("%s… [%d bytes cut]", s[:i], len(s)-i)
+	return vpnlib.CutText(strings.ReplaceAll(b.String(), "\x00", `\x00`), MaxMessage)
 }
