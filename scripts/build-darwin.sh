@@ -86,7 +86,8 @@ build_dylib() {
 		echo "libcodervpn.dylib, $arch slice: ${SECONDS}s"
 	done
 	"$lipo" -create -output "$out/libcodervpn.dylib" "$obj/libcodervpn-arm64.dylib" "$obj/libcodervpn-amd64.dylib"
-	cp "$obj/libcodervpn-arm64.h" "$out/codervpn.h"
+	# The header that ships is the hand-written one, not cgo's.
+	cp cmd/dylib/codervpn.h "$out/codervpn.h"
 	echo "built $out/libcodervpn.dylib (arm64 + x86_64, macOS $min or later) and $out/codervpn.h"
 }
 

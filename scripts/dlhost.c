@@ -20,8 +20,27 @@
  *         fds           Reply: "ok FD:TARGET ..." for every open fd (Linux).
  *         threads N I   N threads each make I rounds of bad starts, stops of
  *                       unknown handles and version calls at once. Reply: "ok".
+ *         memlimit B    coderSetMemoryLimit(B). Reply: "ok RC".
+ *         logger L fd [hold]
+ *                       coderSetLogger with a callback that writes each record
+ *                       to the attached fd as a line "LEVEL MESSAGE" (newlines
+ *                       in MESSAGE escaped), at min_level L. With "hold", every
+ *                       call waits until "logger release". A call that overlaps
+ *                       another writes a line "VIOLATION ...". Reply: "ok RC".
+ *         logger release
+ *                       Lets held callbacks return. Reply: "ok".
+ *         logger off    coderSetLogger(NULL, NULL, 0). Reply: "ok RC".
+ *         crashout fd   coderSetCrashOutput(the attached fd), then closes it.
+ *         crashout N    coderSetCrashOutput(N). Reply: "ok RC".
+ *         testlog N     coderTestLog(N) (a library built with the
+ *                       codervpn_testexports tag). Reply: "ok".
+ *         testcrash     coderTestCrash(): the process dies. Reply: "ok".
  *         quit          Reply "ok", exit 0.
  *       End of file on CTL_FD (the parent is gone) also exits 0.
+ *
+ * It includes codervpn.h for the function types and constants only, as a
+ * dlopen host does (CODERVPN_NO_PROTOTYPES). The functions added after the
+ * first three are looked up when used, so it still loads an older library.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -35,13 +54,68 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-typedef int32_t (*start_fn)(int32_t, int32_t, int32_t);
-typedef int32_t (*stop_fn)(int32_t);
-typedef const char *(*version_fn)(void);
+#define CODERVPN_NO_PROTOTYPES
+#include "codervpn.h"
 
-static start_fn start_vpn;
-static stop_fn stop_vpn;
-static version_fn vpn_version;
+static void *lib;
+static coderStartVPN_fn start_vpn;
+static coderStopVPN_fn stop_vpn;
+static coderVPNVersion_fn vpn_version;
+
+/* The log callback's state: where records go, the hold, overlap detection. */
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	int held;
+	int fd;
+	int inside;
+} logcb = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, -1, 0};
+
+static void write_all(int fd, const char *p, size_t n) {
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w <= 0)
+			return; /* the test stopped reading: nothing to report to */
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+static void log_callback(void *context, int32_t level, const char *message) {
+	int fd = (int)(intptr_t)context;
+	pthread_mutex_lock(&logcb.mu);
+	if (logcb.inside++ > 0) {
+		static const char overlap[] = "VIOLATION the callback was entered while running\n";
+		write_all(fd, overlap, sizeof overlap - 1);
+	}
+	while (logcb.held)
+		pthread_cond_wait(&logcb.cond, &logcb.mu);
+	pthread_mutex_unlock(&logcb.mu);
+
+	size_t n = strlen(message);
+	char *line = malloc(2 * n + 16);
+	if (line == NULL)
+		abort();
+	int k = snprintf(line, 16, "%d ", (int)level);
+	for (size_t i = 0; i < n; i++) {
+		if (message[i] == '\n') {
+			line[k++] = '\\';
+			line[k++] = 'n';
+		} else
+			line[k++] = message[i];
+	}
+	line[k++] = '\n';
+	write_all(fd, line, (size_t)k);
+	free(line);
+
+	pthread_mutex_lock(&logcb.mu);
+	logcb.inside--;
+	pthread_mutex_unlock(&logcb.mu);
+}
+
+/* opt_sym looks up a function added after the first three; NULL if the
+ * library predates it. */
+static void *opt_sym(const char *name) { return dlsym(lib, name); }
 
 static void *must_sym(void *lib, const char *name) {
 	void *p = dlsym(lib, name);
@@ -159,6 +233,48 @@ static ssize_t recv_cmd(int ctl, char *buf, size_t len, int *fds, int *nfds) {
 	return n;
 }
 
+/* serve_logger runs "logger ..." (args is what follows the word). */
+static void serve_logger(int ctl, const char *args, int *fds, int nfds) {
+	coderSetLogger_fn set = (coderSetLogger_fn)opt_sym("coderSetLogger");
+	int level;
+	char mode[32] = "";
+	if (set == NULL) {
+		reply(ctl, "err the library has no coderSetLogger");
+	} else if (strcmp(args, "release") == 0) {
+		pthread_mutex_lock(&logcb.mu);
+		logcb.held = 0;
+		pthread_cond_broadcast(&logcb.cond);
+		pthread_mutex_unlock(&logcb.mu);
+		reply(ctl, "ok");
+	} else if (strcmp(args, "off") == 0) {
+		int32_t rc = set(NULL, NULL, 0);
+		/* The library promises the callback has returned for good. */
+		if (logcb.fd >= 0)
+			close(logcb.fd);
+		logcb.fd = -1;
+		reply(ctl, "ok %d", rc);
+	} else if (sscanf(args, "%d fd %31s", &level, mode) >= 1 && nfds == 1) {
+		pthread_mutex_lock(&logcb.mu);
+		logcb.held = strcmp(mode, "hold") == 0;
+		pthread_mutex_unlock(&logcb.mu);
+		int old = logcb.fd;
+		int32_t rc = set((void *)(intptr_t)fds[0], log_callback, (int32_t)level);
+		if (rc == 0) {
+			logcb.fd = fds[0];
+			if (old >= 0)
+				close(old); /* the old callback has returned for good */
+		} else {
+			close(fds[0]);
+		}
+		reply(ctl, "ok %d", rc);
+		return;
+	} else {
+		reply(ctl, "err usage: logger L fd [hold] | logger release | logger off");
+	}
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+}
+
 static int serve(int ctl) {
 	char buf[256];
 	int fds[3], nfds;
@@ -211,6 +327,39 @@ static int serve(int ctl) {
 			for (int i = 0; i < threads; i++)
 				pthread_join(tid[i], NULL);
 			reply(ctl, "ok");
+		} else if (sscanf(buf, "memlimit %31s", a[0]) == 1) {
+			coderSetMemoryLimit_fn f = (coderSetMemoryLimit_fn)opt_sym("coderSetMemoryLimit");
+			if (f == NULL)
+				reply(ctl, "err the library has no coderSetMemoryLimit");
+			else
+				reply(ctl, "ok %lld", (long long)f((int64_t)strtoll(a[0], NULL, 10)));
+		} else if (strncmp(buf, "logger ", 7) == 0) {
+			serve_logger(ctl, buf + 7, fds, nfds);
+		} else if (sscanf(buf, "crashout %31s", a[0]) == 1) {
+			coderSetCrashOutput_fn f = (coderSetCrashOutput_fn)opt_sym("coderSetCrashOutput");
+			int32_t fd = strcmp(a[0], "fd") == 0 && nfds == 1 ? fds[0] : (int32_t)strtol(a[0], NULL, 10);
+			if (f == NULL)
+				reply(ctl, "err the library has no coderSetCrashOutput");
+			else
+				reply(ctl, "ok %d", f(fd));
+			for (int i = 0; i < nfds; i++)
+				close(fds[i]);
+		} else if (sscanf(buf, "testlog %d", &iters) == 1) {
+			void (*f)(int32_t) = (void (*)(int32_t))opt_sym("coderTestLog");
+			if (f == NULL) {
+				reply(ctl, "err the library has no coderTestLog (build it with -tags codervpn_testexports)");
+			} else {
+				f(iters);
+				reply(ctl, "ok");
+			}
+		} else if (strcmp(buf, "testcrash") == 0) {
+			void (*f)(void) = (void (*)(void))opt_sym("coderTestCrash");
+			if (f == NULL) {
+				reply(ctl, "err the library has no coderTestCrash (build it with -tags codervpn_testexports)");
+			} else {
+				f();
+				reply(ctl, "ok");
+			}
 		} else if (strcmp(buf, "quit") == 0) {
 			reply(ctl, "ok");
 			return 0;
@@ -225,14 +374,14 @@ int main(int argc, char **argv) {
 		fprintf(stderr, "usage: dlhost LIB serve CTL_FD\n");
 		return 2;
 	}
-	void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+	lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
 	if (lib == NULL) {
 		fprintf(stderr, "dlhost: dlopen %s: %s\n", argv[1], dlerror());
 		return 2;
 	}
-	start_vpn = (start_fn)must_sym(lib, "coderStartVPN");
-	stop_vpn = (stop_fn)must_sym(lib, "coderStopVPN");
-	vpn_version = (version_fn)must_sym(lib, "coderVPNVersion");
+	start_vpn = (coderStartVPN_fn)must_sym(lib, "coderStartVPN");
+	stop_vpn = (coderStopVPN_fn)must_sym(lib, "coderStopVPN");
+	vpn_version = (coderVPNVersion_fn)must_sym(lib, "coderVPNVersion");
 	if (strcmp(argv[2], "serve") == 0 && argc == 4)
 		return serve(atoi(argv[3]));
 	fprintf(stderr, "dlhost: bad arguments\n");

@@ -57,8 +57,11 @@
 // Close (coderStopVPN, a signal to the daemon): end directly.
 //
 // end closes ending and cancels the tunnel's context (which aborts a Start
-// and stops both loops). run then closes the session if one is left, stops
-// the log forwarder, closes the speaker (the pipes; its read loop is waited
-// for), waits for its loops, and closes Done. Close returns after Done: no
-// goroutine, engine or fd of the tunnel is left.
+// and stops both loops). run then logs why the session ended (locally),
+// closes the speaker first (the pipes: a write blocked on a host that
+// stopped reading fails at once, so nothing below waits for the write
+// timeout; its read loop is waited for), closes the session if one is
+// left, stops the log forwarder, waits for its loops, and closes Done.
+// Close returns after Done: no goroutine, engine or fd of the tunnel is
+// left.
 package vpnlib

@@ -97,7 +97,7 @@ func tokenSecrets(token string) []string {
 // entryToLog converts a slog entry to a Log message, redacting every string.
 func entryToLog(e slog.SinkEntry, r *redactor) *vpnpb.Log {
 	l := &vpnpb.Log{
-		Level:   logLevel(e.Level),
+		Level:   LogLevel(e.Level),
 		Message: r.redact(e.Message),
 	}
 	for _, n := range e.LoggerNames {
@@ -109,7 +109,9 @@ func entryToLog(e slog.SinkEntry, r *redactor) *vpnpb.Log {
 	return l
 }
 
-func logLevel(l slog.Level) vpnpb.Log_Level {
+// LogLevel is the protocol's level for a slog level: what a Log message
+// carries, and the number the C ABI's log callback gets.
+func LogLevel(l slog.Level) vpnpb.Log_Level {
 	switch {
 	case l <= slog.LevelDebug:
 		return vpnpb.Log_DEBUG
@@ -314,13 +316,17 @@ const maxLogFieldLen = 16 << 10
 // capField shortens an over-long (already redacted) value, saying how much
 // was cut. Redaction comes first so that a cut can never leave part of a
 // secret behind.
-func capField(v string) string {
-	if len(v) <= maxLogFieldLen {
-		return v
+func capField(v string) string { return CutText(v, maxLogFieldLen) }
+
+// CutText shortens s to at most max bytes (on a rune boundary) followed by
+// a note of how many bytes were cut, or returns it as it is.
+func CutText(s string, max int) string {
+	if len(s) <= max {
+		return s
 	}
-	i := maxLogFieldLen
-	for i > 0 && !utf8.RuneStart(v[i]) {
+	i := max
+	for i > 0 && !utf8.RuneStart(s[i]) {
 		i--
 	}
-	return fmt.Sprintf("%s… [%d bytes cut]", v[:i], len(v)-i)
+	return fmt.Sprintf("%s… [%d bytes cut]", s[:i], len(s)-i)
 }

@@ -65,8 +65,8 @@ func TestLogLevels(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.in.String(), func(t *testing.T) {
 			t.Parallel()
-			if got := logLevel(tc.in); got != tc.want {
-				t.Fatalf("logLevel(%v) = %v, want %v", tc.in, got, tc.want)
+			if got := LogLevel(tc.in); got != tc.want {
+				t.Fatalf("LogLevel(%v) = %v, want %v", tc.in, got, tc.want)
 			}
 		})
 	}

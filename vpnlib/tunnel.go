@@ -256,6 +256,14 @@ func (t *Tunnel) run() {
 	hsCancel()
 	if err != nil {
 		t.setErr(err)
+		// The manager never hears of this (there is no session to carry
+		// it); the local logger (the C ABI's log callback, the CLI's
+		// stderr) is where a host learns why its tunnel never answered.
+		if errors.Is(err, context.Canceled) { // Close during the handshake
+			t.logger.Info(t.ctx, "the tunnel was closed before the CoderVPN handshake")
+		} else {
+			t.logger.Error(t.ctx, "the CoderVPN handshake with the manager failed", slog.Error(err))
+		}
 		return
 	}
 	t.mu.Lock()
@@ -277,12 +285,31 @@ func (t *Tunnel) run() {
 	case <-t.ending:
 	}
 	t.end()
+	t.logEnd()
+	// The speaker goes first: the manager has stopped us, hung up, or its
+	// host called Close, and none of them waits for another message. A
+	// write blocked on a pipe the host no longer reads (a PeerUpdate, a
+	// Log, a NetworkSettings request, a reply) fails at once instead of
+	// holding the teardown for the write timeout: the session's senders
+	// hold locks that halting it takes (peerTracker.silence), and the
+	// ping loop it waits for may be one of them.
+	_ = sp.Close()
 	// The control loop finishes what it is doing (a Start sees its context
 	// canceled) and exits; then the engine goes.
 	t.stopSession()
 	close(stopLogs)
-	_ = sp.Close()
 	wg.Wait()
+}
+
+// logEnd says why the session ended, to the local logger: by then the
+// manager may not be listening (a hang-up, a write timeout), and a host
+// reading its log callback otherwise never learns it.
+func (t *Tunnel) logEnd() {
+	if err := t.Err(); err != nil {
+		t.logger.Warn(t.ctx, "the CoderVPN session ended", slog.Error(err))
+		return
+	}
+	t.logger.Info(t.ctx, "the CoderVPN session ended")
 }
 
 // speakerLogger is the logger of the protocol engine: the local copy only

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
-	"os"
-	"sync"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,93 +15,26 @@ import (
 	"cdr.dev/slog/v3/sloggers/slogtest"
 	"github.com/coder/coder/v2/codersdk"
 
+	"github.com/codervpn/codervpn/internal/fdtest"
 	vpnpb "github.com/codervpn/codervpn/proto"
 	"github.com/codervpn/codervpn/vpnlib"
 	"github.com/codervpn/codervpn/vpnlib/speaker"
 	"github.com/codervpn/codervpn/vpnlib/vpntest"
 )
 
-// pausableReader lets a test make a manager stop reading: once paused, the
-// next Read parks (announcing it on parked) until the reader is closed.
-type pausableReader struct {
-	f      *os.File
-	mu     sync.Mutex
-	paused bool
-	parked chan struct{} // closed when a Read parks
-	gone   chan struct{} // closed by Close
-	once   sync.Once
+// stalledTunnel is a running tunnel (one workspace, no agents) whose
+// manager has stopped reading: its reader is parked and the tunnel→manager
+// pipe is full, as a hung Coder Desktop would leave it. Nothing but a
+// PeerUpdate writes once the pipe is full: no status rounds, no logs.
+type stalledTunnel struct {
+	d   *vpntest.Deployment
+	ws  *vpntest.Workspace
+	tun *vpnlib.Tunnel
+	mgr *speaker.Manager
 }
 
-func newPausableReader(f *os.File) *pausableReader {
-	return &pausableReader{f: f, parked: make(chan struct{}), gone: make(chan struct{})}
-}
-
-func (p *pausableReader) Read(b []byte) (int, error) {
-	p.mu.Lock()
-	paused := p.paused
-	p.mu.Unlock()
-	if paused {
-		select {
-		case <-p.parked:
-		default:
-			close(p.parked)
-		}
-		<-p.gone
-		return 0, os.ErrClosed
-	}
-	return p.f.Read(b)
-}
-
-func (p *pausableReader) pause() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.paused = true
-}
-
-func (p *pausableReader) Close() error {
-	p.once.Do(func() { close(p.gone) })
-	return p.f.Close()
-}
-
-// fillPipe writes into w's pipe until it is full, through a dup of its fd
-// (os.File.Fd would switch the tunnel's end to blocking mode).
-func fillPipe(t *testing.T, w *os.File) int {
+func newStalledTunnel(ctx context.Context, t *testing.T, writeTimeout time.Duration) *stalledTunnel {
 	t.Helper()
-	raw, err := w.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dup := -1
-	if err := raw.Control(func(fd uintptr) { dup, err = unix.Dup(int(fd)) }); err != nil || dup < 0 {
-		t.Fatalf("dup the pipe's write end: %v", err)
-	}
-	defer unix.Close(dup)
-	junk := make([]byte, 4096)
-	total := 0
-	for {
-		n, err := unix.Write(dup, junk) // the end is O_NONBLOCK, shared by the dup
-		if errors.Is(err, unix.EAGAIN) {
-			return total
-		}
-		if err != nil {
-			t.Fatalf("fill the pipe: %v", err)
-		}
-		total += n
-	}
-}
-
-// TestTunnelManagerStopsReading starts a real tunnel, then has the manager
-// stop reading and fills the tunnel→manager pipe, as a hung Coder Desktop
-// would leave it. The deployment then adds an agent, so the workspace-updates
-// controller's callback sends a PeerUpdate into the full pipe. Without a
-// write bound that callback would block the controller for ever (and Close
-// with it, which waits for the controller). The session must instead end
-// within the write timeout with an error saying the manager stopped reading,
-// and release every fd and goroutine.
-func TestTunnelManagerStopsReading(t *testing.T) {
-	checkNoLeaks(t)
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
 	d := vpntest.New(t, vpntest.Options{
 		Logger: slogtest.Make(t, &slogtest.Options{IgnoreErrors: true}).Leveled(slog.LevelInfo).Named("deployment"),
 	})
@@ -115,7 +48,7 @@ func TestTunnelManagerStopsReading(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reader := newPausableReader(mgrR)
+	reader := fdtest.NewPausableReader(mgrR)
 	t.Cleanup(func() {
 		for _, c := range []io.Closer{tunR, mgrW, reader, tunW} {
 			_ = c.Close()
@@ -124,12 +57,9 @@ func TestTunnelManagerStopsReading(t *testing.T) {
 		_ = unix.Close(utun[1])
 	})
 
-	const writeTimeout = 500 * time.Millisecond
 	tun, err := vpnlib.NewTunnel(vpnlib.TunnelConfig{
 		TunFD: utun[1], RPCRead: tunR, RPCWrite: tunW,
 		WriteTimeout: writeTimeout,
-		// Nothing but the PeerUpdate may write once the pipe is full: no
-		// status rounds, no logs.
 		PingInterval: time.Hour,
 		LogLevel:     slog.LevelFatal,
 	})
@@ -163,32 +93,108 @@ func TestTunnelManagerStopsReading(t *testing.T) {
 	// Stop reading: park the manager's reader before junk can reach it.
 	// Any message from the tunnel wakes the read in progress, and a Wake
 	// brings one (its reply).
-	reader.pause()
+	reader.Pause()
 	wake := make(chan error, 1)
 	go func() {
 		_, err := mgr.Call(ctx, &vpnpb.ManagerMessage{Msg: &vpnpb.ManagerMessage_Wake{Wake: &vpnpb.WakeRequest{}}})
 		wake <- err
 	}()
+	t.Cleanup(func() {
+		_ = mgr.Close()
+		<-wake // its reply, if any, was never read
+	})
 	select {
-	case <-reader.parked:
+	case <-reader.Parked():
 	case <-ctx.Done():
 		t.Fatal("the manager's reader never parked")
 	}
-	t.Logf("filled the tunnel→manager pipe with %d bytes", fillPipe(t, tunW))
+	t.Logf("filled the tunnel→manager pipe with %d bytes", fdtest.FillPipe(t, tunW))
+	return &stalledTunnel{d: d, ws: ws, tun: tun, mgr: mgr}
+}
+
+// TestTunnelManagerStopsReading: the deployment adds an agent to a stalled
+// tunnel, so the workspace-updates controller's callback sends a PeerUpdate
+// into the full pipe. Without a write bound that callback would block the
+// controller for ever (and Close with it, which waits for the controller).
+// The session must instead end within the write timeout with an error
+// saying the manager stopped reading, and release every fd and goroutine.
+func TestTunnelManagerStopsReading(t *testing.T) {
+	checkNoLeaks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	const writeTimeout = 500 * time.Millisecond
+	st := newStalledTunnel(ctx, t, writeTimeout)
 
 	started := time.Now()
-	if _, err := d.AddAgent(ctx, ws.ID, "main"); err != nil {
+	if _, err := st.d.AddAgent(ctx, st.ws.ID, "main"); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-tun.Done():
+	case <-st.tun.Done():
 	case <-ctx.Done():
 		t.Fatal("the tunnel never ended: a send into the full pipe blocks for ever")
 	}
 	t.Logf("the session ended %s after the agent was added", time.Since(started).Round(time.Millisecond))
-	if err := tun.Err(); !errors.Is(err, speaker.ErrWriteTimeout) {
+	if err := st.tun.Err(); !errors.Is(err, speaker.ErrWriteTimeout) {
 		t.Fatalf("tunnel Err = %v, want ErrWriteTimeout", err)
 	}
-	_ = mgr.Close()
-	<-wake // its reply, if any, was never read
+}
+
+// stopBound is how long Close may take with a manager that stopped
+// reading (the C ABI's coderStopVPN promises it): the engine's teardown and
+// the coordinator's bounded goodbye, never the write timeout.
+const stopBound = time.Second
+
+// TestTunnelCloseWhileManagerStopsReading: a PeerUpdate is blocked on the
+// full pipe (the controller's callback, holding the lock that halting the
+// session takes) when the host closes the tunnel, as a NetworkExtension
+// calling coderStopVPN from its only reader does. Close must not wait out
+// the 15 s write timeout: it returns within stopBound.
+func TestTunnelCloseWhileManagerStopsReading(t *testing.T) {
+	checkNoLeaks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	st := newStalledTunnel(ctx, t, speaker.DefaultWriteTimeout)
+	if _, err := st.d.AddAgent(ctx, st.ws.ID, "main"); err != nil {
+		t.Fatal(err)
+	}
+	// Blocked in the write, or waiting for its turn behind another one
+	// (the DNS names changed: a NetworkSettings request may be first).
+	waitGoroutine(ctx, t, "vpnlib.(*peerTracker).Update", "speaker.(*Speaker[...]).write(")
+
+	started := time.Now()
+	_ = st.tun.Close()
+	took := time.Since(started)
+	t.Logf("Close returned %s after it was called, with a PeerUpdate blocked on the full pipe", took.Round(time.Millisecond))
+	if took > stopBound {
+		t.Fatalf("Close took %s with a manager that stopped reading, want at most %s", took.Round(time.Millisecond), stopBound)
+	}
+}
+
+// waitGoroutine waits until some goroutine's stack holds every one of
+// marks: the test's way of knowing a send is blocked before it acts.
+func waitGoroutine(ctx context.Context, t *testing.T, marks ...string) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n == len(buf) { // cut short: take them all
+			buf = make([]byte, 2*len(buf))
+			continue
+		}
+		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+			found := true
+			for _, m := range marks {
+				found = found && strings.Contains(g, m)
+			}
+			if found {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no goroutine ever blocked in %v", marks)
+		case <-time.After(10 * time.Millisecond): // polling stacks: nothing to wait on
+		}
+	}
 }

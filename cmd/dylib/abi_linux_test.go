@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,37 +14,153 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/codervpn/codervpn/internal/abi"
+	"github.com/codervpn/codervpn/internal/hostlog"
 )
 
-// The generated header compiles on its own (with only <stdint.h> before
-// it), declares the three functions with the documented types, and defines
-// every code with the value the library returns.
+// The shipped header compiles on its own (nothing before it) as strict C,
+// defines every code and constant with the value the library uses, and
+// declares each function with the documented type, both as a prototype and
+// as a *_fn type; with CODERVPN_NO_PROTOTYPES it declares no function.
 func TestHeader(t *testing.T) {
 	var src strings.Builder
-	src.WriteString("#include <stdint.h>\n#include \"codervpn.h\"\n")
+	src.WriteString("#include \"codervpn.h\"\n")
 	for _, c := range abi.Codes {
 		fmt.Fprintf(&src, "_Static_assert(%s == %d, \"%s\");\n", c.Name, c.Value, c.Name)
 	}
-	fmt.Fprintf(&src, "_Static_assert(CODERVPN_MAX_TUNNELS == %d, \"CODERVPN_MAX_TUNNELS\");\n", abi.MaxTunnels)
-	src.WriteString(`
-int32_t (*start_fn)(int32_t, int32_t, int32_t) = coderStartVPN;
-int32_t (*stop_fn)(int32_t) = coderStopVPN;
-const char *(*version_fn)(void) = coderVPNVersion;
-`)
-	file := filepath.Join(t.TempDir(), "header_check.c")
-	if err := os.WriteFile(file, []byte(src.String()), 0o600); err != nil {
-		t.Fatal(err)
+	for name, v := range map[string]int64{
+		"CODERVPN_MAX_TUNNELS":          abi.MaxTunnels,
+		"CODERVPN_MEMORY_LIMIT_DEFAULT": -1,
+		"CODERVPN_MEMORY_LIMIT_OFF":     abi.MemoryLimitOff,
+		"CODERVPN_MEMORY_LIMIT_MIN":     abi.MinMemoryLimit,
+		"CODERVPN_LOG_DEBUG":            int64(hostlog.LevelDebug),
+		"CODERVPN_LOG_INFO":             int64(hostlog.LevelInfo),
+		"CODERVPN_LOG_WARN":             int64(hostlog.LevelWarn),
+		"CODERVPN_LOG_ERROR":            int64(hostlog.LevelError),
+		"CODERVPN_LOG_CRITICAL":         int64(hostlog.LevelCritical),
+		"CODERVPN_LOG_FATAL":            int64(hostlog.LevelFatal),
+	} {
+		fmt.Fprintf(&src, "_Static_assert(%s == %dLL, \"%s\");\n", name, v, name)
 	}
+	src.WriteString(headerFunctionTypes)
+	src.WriteString(`
+coderStartVPN_fn start_p = coderStartVPN;
+coderStopVPN_fn stop_p = coderStopVPN;
+coderVPNVersion_fn version_p = coderVPNVersion;
+coderSetMemoryLimit_fn memlimit_p = coderSetMemoryLimit;
+coderSetLogger_fn logger_p = coderSetLogger;
+coderSetCrashOutput_fn crash_p = coderSetCrashOutput;
+`)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "header_check.c")
+	writeFile(t, file, src.String())
+	// A dlopen host: the types and constants, and no function declared (the
+	// names are free for its own variables).
+	noProto := filepath.Join(dir, "no_prototypes.c")
+	writeFile(t, noProto, "#define CODERVPN_NO_PROTOTYPES\n#include \"codervpn.h\"\n"+
+		"int coderStartVPN, coderStopVPN, coderVPNVersion, coderSetMemoryLimit, coderSetLogger, coderSetCrashOutput;\n"+
+		"coderStartVPN_fn start_p;\ncoderSetLogger_fn logger_p;\n")
 	cc := os.Getenv("CC")
 	if cc == "" {
 		cc = "cc"
 	}
-	for _, std := range []string{"c11", "c17"} {
-		cmd := exec.Command(cc, "-std="+std, "-Wall", "-Wextra", "-Werror", "-pedantic-errors",
-			"-Wno-overlength-strings", "-I", buildDir, "-fsyntax-only", file)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("the header does not compile with -std=%s: %v\n%s", std, err, out)
+	for _, c := range []struct{ std, file string }{
+		{"c99", noProto}, {"c11", noProto}, {"c11", file}, {"c17", file}, // _Static_assert is C11
+	} {
+		args := []string{"-std=" + c.std, "-Wall", "-Wextra", "-Werror", "-pedantic-errors", "-I", headerDir, "-fsyntax-only", c.file}
+		if out, err := exec.Command(cc, args...).CombinedOutput(); err != nil {
+			t.Fatalf("the header does not compile with %s -std=%s (%s): %v\n%s", cc, c.std, filepath.Base(c.file), err, out)
 		}
+	}
+}
+
+// headerDir holds the header that ships: this package's.
+const headerDir = "."
+
+// The shipped header and the one cgo generates from the exports compile
+// together in C, Objective-C, C++ and Objective-C++ with clang (the
+// compiler of a Swift host), warnings as errors: a prototype that differs
+// from its export in any type fails. (The library's own build already
+// checks each export against the prototype, since the cgo preamble
+// includes the header; this is the view from a host's compiler, with
+// nullability on.) Each language also compiles the shipped header alone
+// with -pedantic and -Wnullability-completeness. Without clang this fails:
+// .ci/run installs it.
+func TestHeaderWithClang(t *testing.T) {
+	clang, err := exec.LookPath("clang")
+	if err != nil {
+		t.Fatal("clang is missing: apt-get install clang (.ci/run installs it); this test must run in CI")
+	}
+	dir := t.TempDir()
+	alone := filepath.Join(dir, "alone.c")
+	writeFile(t, alone, "#include \"codervpn.h\"\n"+headerFunctionTypes)
+	both := filepath.Join(dir, "both.c")
+	writeFile(t, both, "#include \"codervpn.h\"\n#include \"libcodervpn.h\"\n"+headerFunctionTypes)
+	for _, lang := range []struct{ name, std string }{
+		{"c", "-std=c11"}, {"objective-c", ""}, {"c++", "-std=c++11"}, {"objective-c++", ""},
+	} {
+		t.Run(lang.name, func(t *testing.T) {
+			base := []string{"-x", lang.name, "-fsyntax-only", "-Wall", "-Wextra", "-Werror", "-pedantic",
+				"-Wnullability-completeness", "-I", headerDir, "-I", buildDir}
+			if lang.std != "" {
+				base = append(base, lang.std)
+			}
+			if out, err := exec.Command(clang, append(base, alone)...).CombinedOutput(); err != nil {
+				t.Fatalf("codervpn.h alone: %v\n%s", err, out)
+			}
+			// cgo's header declares complex types, a C99 feature that
+			// -pedantic flags in C++: its business, not ours.
+			if strings.HasSuffix(lang.name, "++") {
+				base = append(base, "-Wno-c99-extensions")
+			}
+			if out, err := exec.Command(clang, append(base, both)...).CombinedOutput(); err != nil {
+				t.Fatalf("codervpn.h with cgo's libcodervpn.h: %v\n%s", err, out)
+			}
+		})
+	}
+}
+
+// Every function the library exports has a prototype and a *_fn type in the
+// shipped header, and the header declares nothing the library lacks.
+func TestHeaderDeclaresEveryExport(t *testing.T) {
+	generated, err := os.ReadFile(filepath.Join(buildDir, "libcodervpn.h"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	header, err := os.ReadFile(filepath.Join(headerDir, "codervpn.h"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := func(re string, src []byte) []string {
+		var out []string
+		for _, m := range regexp.MustCompile(re).FindAllSubmatch(src, -1) {
+			out = append(out, string(m[1]))
+		}
+		slices.Sort(out)
+		return out
+	}
+	exports := names(`(?m)^extern [^(]*\b(coder\w+)\(`, generated)
+	prototypes := names(`(?m)^(?:int32_t |int64_t |const char \*)(coder\w+)\(`, header)
+	types := names(`(?m)^typedef [^(]*\(\*(coder\w+)_fn\)\(`, header)
+	if len(exports) == 0 || !slices.Equal(exports, prototypes) || !slices.Equal(exports, types) {
+		t.Fatalf("the library exports %v; codervpn.h has prototypes for %v and *_fn types for %v", exports, prototypes, types)
+	}
+}
+
+// headerFunctionTypes has the compiler check every prototype against the
+// type the README documents.
+const headerFunctionTypes = `
+int32_t (*start_t)(int32_t, int32_t, int32_t) = coderStartVPN;
+int32_t (*stop_t)(int32_t) = coderStopVPN;
+const char *(*version_t)(void) = coderVPNVersion;
+int64_t (*memlimit_t)(int64_t) = coderSetMemoryLimit;
+int32_t (*logger_t)(void *, void (*)(void *, int32_t, const char *), int32_t) = coderSetLogger;
+int32_t (*crash_t)(int32_t) = coderSetCrashOutput;
+`
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 

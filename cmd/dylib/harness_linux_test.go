@@ -69,6 +69,12 @@ type dlHost struct {
 
 func startDLHost(t *testing.T) *dlHost {
 	t.Helper()
+	return startDLHostWith(t, libPath)
+}
+
+// startDLHostWith runs the C host with the library at lib.
+func startDLHostWith(t *testing.T, lib string) *dlHost {
+	t.Helper()
 	out := &syncBuffer{}
 	var env []string
 	var w io.Writer = out
@@ -78,7 +84,7 @@ func startDLHost(t *testing.T) *dlHost {
 		env = append(os.Environ(), "GODEBUG="+v)
 		w = os.Stderr
 	}
-	h, err := dlhost.Start(hostPath, libPath, env, w)
+	h, err := dlhost.Start(hostPath, lib, env, w)
 	if err != nil {
 		t.Fatal(err)
 	}

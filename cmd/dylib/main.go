@@ -1,37 +1,15 @@
 // Command dylib is libcodervpn: built with -buildmode=c-shared it becomes
-// libcodervpn.dylib (macOS NetworkExtension) or libcodervpn.so (Linux) and
-// codervpn.h. It holds only the exported functions; the tunnels live in
-// internal/abi's Registry, and the return codes below are abi.Codes (its
-// tests check these #defines against the table). See README.md, "For Swift
-// integrators".
+// libcodervpn.dylib (macOS NetworkExtension) or libcodervpn.so (Linux). It
+// holds only the exported functions; their interface is codervpn.h, written
+// by hand and shipped instead of cgo's header. The preamble includes it, so
+// the C compiler checks every export against its prototype when the
+// library is built. The tunnels live in internal/abi's Registry, the
+// return codes are abi.Codes. See README.md, "For Swift integrators".
 package main
 
 /*
 #include <stdint.h>
-
-// Return codes of coderStartVPN and coderStopVPN. coderStartVPN returns a
-// handle >= 0 on success; coderStopVPN returns 0.
-
-// An internal error (a caught panic); the call had no effect.
-#define CODERVPN_ERR_INTERNAL (-1)
-// read_fd is negative, closed, or not open for reading.
-#define CODERVPN_ERR_BAD_READ_FD (-2)
-// write_fd is negative, closed, or not open for writing.
-#define CODERVPN_ERR_BAD_WRITE_FD (-3)
-// tun_fd is closed or not open read-write, or negative other than -1
-// (-1 means: take StartRequest.tunnel_file_descriptor).
-#define CODERVPN_ERR_BAD_TUN_FD (-4)
-// CODERVPN_MAX_TUNNELS tunnels already run in this process.
-#define CODERVPN_ERR_TOO_MANY_TUNNELS (-5)
-// coderStopVPN of a handle never returned, or already stopped.
-#define CODERVPN_ERR_UNKNOWN_HANDLE (-6)
-// The tunnel could not be created (for example the process is out of fds).
-#define CODERVPN_ERR_START_FAILED (-7)
-
-// How many tunnels may run at once in one process.
-#define CODERVPN_MAX_TUNNELS 8
-
-// The library must never be dlclose'd: a Go runtime cannot be unloaded.
+#include "codervpn.h"
 
 // Lets cgo declare coderVPNVersion as returning const char *.
 typedef const char codervpn_const_char;
@@ -39,36 +17,23 @@ typedef const char codervpn_const_char;
 import "C"
 
 import (
-	"os"
 	"runtime"
 	"runtime/debug"
 	"unsafe"
 
 	"github.com/codervpn/codervpn/internal/abi"
 	"github.com/codervpn/codervpn/internal/buildinfo"
-	"github.com/codervpn/codervpn/internal/memlimit"
+	"github.com/codervpn/codervpn/internal/hostlog"
 )
 
+// logs is the host's log callback (coderSetLogger) behind every tunnel's
+// local logger.
+var logs hostlog.Dispatcher
+
 // registry holds every tunnel this process started through the C ABI.
-var registry abi.Registry
+var registry = abi.Registry{Logger: logs.Logger()}
 
-// defaultMemoryLimit is the floor of the Go runtime's soft memory limit in
-// a host that did not choose one. A packet-tunnel extension on iOS is killed
-// at 50 MiB; with a soft limit below that the collector works harder as the
-// heap nears it instead of letting garbage pile up to twice the live heap.
-// The limit is governed (internal/memlimit): once the live heap itself
-// outgrows the floor, as with a user of a couple of thousand agents, the
-// limit follows it with a quarter of headroom, because a fixed limit under
-// the live heap makes the collector run back to back for nothing.
-// A host sets its own fixed limit by putting GOMEMLIMIT (e.g. "64MiB", or
-// "off") in the environment before it loads the library.
-const defaultMemoryLimit = 40 << 20
-
-func init() {
-	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
-		memlimit.Govern(defaultMemoryLimit)
-	}
-}
+func init() { abi.InitMemoryLimit() }
 
 // version is allocated once and never freed: callers may keep the pointer.
 var version = (*C.codervpn_const_char)(unsafe.Pointer(C.CString(buildinfo.Version)))
@@ -117,11 +82,51 @@ func coderVPNVersion() *C.codervpn_const_char {
 	return version
 }
 
+// coderSetMemoryLimit sets the runtime's soft memory limit (negative: the
+// library's default) and returns the previous one, or
+// CODERVPN_ERR_BAD_MEMORY_LIMIT. A NetworkExtension cannot choose the
+// environment it starts with, so GOMEMLIMIT is out of its reach.
+//
+//export coderSetMemoryLimit
+func coderSetMemoryLimit(bytes C.int64_t) (rc C.int64_t) {
+	defer recoverTo(&rc)
+	return C.int64_t(abi.SetMemoryLimit(int64(bytes)))
+}
+
+// coderSetLogger sends the library's local logs at min_level and above to
+// callback(context, level, message); a NULL callback turns that off.
+//
+//export coderSetLogger
+func coderSetLogger(context unsafe.Pointer, callback C.coderLogCallback, min_level C.int32_t) (rc C.int32_t) { //nolint:revive
+	defer recoverTo(&rc)
+	// From inside the callback, the old callback is the caller: waiting
+	// for it to return would wait for ever.
+	wait := !inLogCallback()
+	if callback == nil {
+		logs.Set(nil, 0, wait)
+		return 0
+	}
+	if !hostlog.ValidLevel(int32(min_level)) {
+		return C.int32_t(abi.CodeBadLogLevel)
+	}
+	logs.Set(func(level int32, message string) { callLog(callback, context, level, message) }, int32(min_level), wait)
+	return 0
+}
+
+// coderSetCrashOutput sends a fatal error's trace to fd as well as stderr;
+// -1 turns it off.
+//
+//export coderSetCrashOutput
+func coderSetCrashOutput(fd C.int32_t) (rc C.int32_t) {
+	defer recoverTo(&rc)
+	return C.int32_t(abi.SetCrashOutput(int(fd)))
+}
+
 // recoverTo keeps a Go panic from crossing into the host: the call returns
 // CODERVPN_ERR_INTERNAL instead.
-func recoverTo(rc *C.int32_t) {
+func recoverTo[T C.int32_t | C.int64_t](rc *T) {
 	if recover() != nil {
-		*rc = C.int32_t(abi.CodeInternal)
+		*rc = T(abi.CodeInternal)
 	}
 }
 

@@ -18,6 +18,9 @@ const (
 	CodeTooManyTunnels int32 = -5
 	CodeUnknownHandle  int32 = -6
 	CodeStartFailed    int32 = -7
+	CodeBadMemoryLimit int32 = -8
+	CodeBadLogLevel    int32 = -9
+	CodeBadCrashFD     int32 = -10
 )
 
 // Code is one return code of the C ABI.
@@ -49,6 +52,12 @@ var Codes = []Code{
 		"stop of a handle never returned, or already stopped"},
 	{CodeStartFailed, "CODERVPN_ERR_START_FAILED", "start failed",
 		"the tunnel could not be created (e.g. out of fds)"},
+	{CodeBadMemoryLimit, "CODERVPN_ERR_BAD_MEMORY_LIMIT", "bad memory limit",
+		"`coderSetMemoryLimit`: `bytes` is 0 or more but under 1 MiB (`CODERVPN_MEMORY_LIMIT_MIN`); nothing changed"},
+	{CodeBadLogLevel, "CODERVPN_ERR_BAD_LOG_LEVEL", "bad log level",
+		"`coderSetLogger`: `min_level` is not a `CODERVPN_LOG_*` level; nothing changed"},
+	{CodeBadCrashFD, "CODERVPN_ERR_BAD_CRASH_FD", "bad crash output fd",
+		"`coderSetCrashOutput`: `fd` is closed, not open for writing, or negative other than -1; nothing changed"},
 }
 
 // Lookup returns the code with value v, if it is one.

@@ -7,6 +7,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"cdr.dev/slog/v3"
+
 	"github.com/codervpn/codervpn/vpnlib"
 )
 
@@ -15,6 +17,10 @@ import (
 // fds it was given, so the caller may close its own at any time. The zero
 // value is ready; methods are safe for concurrent use.
 type Registry struct {
+	// Logger gets every tunnel's local logs (vpnlib.TunnelConfig.Logger):
+	// the C ABI's log callback. Set it before the first Start.
+	Logger slog.Logger
+
 	mu      sync.Mutex
 	tunnels map[int32]*registered
 	last    int32
@@ -117,6 +123,7 @@ func (r *Registry) newTunnel(tunFD, readFD, writeFD int) (reg *registered, err e
 		TunFD:    tun,
 		RPCRead:  os.NewFile(uintptr(rd), "codervpn-rpc-read"),
 		RPCWrite: os.NewFile(uintptr(wr), "codervpn-rpc-write"),
+		Logger:   r.Logger,
 	}) // owns rd and wr from here on, even on error
 	opened = opened[2:]
 	if err != nil {

@@ -11,9 +11,10 @@ import (
 
 // TestArtefacts checks what scripts/build-darwin.sh built, where `make
 // check-darwin` says: CODERVPN_DARWIN_DIR (build/darwin), the version it
-// stamped (CODERVPN_DARWIN_VERSION) and the Linux build's header
-// (CODERVPN_LINUX_HEADER). Plain `go test ./...` builds nothing for macOS
-// and skips it; under make a missing or wrong file fails.
+// stamped (CODERVPN_DARWIN_VERSION) and the header the Linux build ships
+// (CODERVPN_LINUX_HEADER: cmd/dylib/codervpn.h). Plain `go test ./...`
+// builds nothing for macOS and skips it; under make a missing or wrong file
+// fails.
 func TestArtefacts(t *testing.T) {
 	dir := os.Getenv("CODERVPN_DARWIN_DIR")
 	if dir == "" {

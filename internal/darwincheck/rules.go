@@ -24,7 +24,10 @@ var AllowedLibraries = []string{
 }
 
 // LibraryABI is what the library's C ABI exports (codervpn.h).
-var LibraryABI = []string{"_coderStartVPN", "_coderStopVPN", "_coderVPNVersion"}
+var LibraryABI = []string{
+	"_coderStartVPN", "_coderStopVPN", "_coderVPNVersion",
+	"_coderSetMemoryLimit", "_coderSetLogger", "_coderSetCrashOutput",
+}
 
 // InstallName is the library's LC_ID_DYLIB: found through the host's
 // rpath, as a library embedded in an app or extension bundle is.

@@ -10,10 +10,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Build compiles libcodervpn.so (with its header, renamed codervpn.h as
-// `make dylib` names it) and the C host into dir, with version stamped into
-// the library, and returns their paths. It runs the go command and $CC (cc
-// by default) from the module root, so it works from any package's tests.
+// Build compiles libcodervpn.so and the C host into dir, with version
+// stamped into the library and the given build tags (the tests' exports:
+// codervpn_testexports), and returns their paths. dir also gets the header
+// that ships, codervpn.h (cmd/dylib's, as `make dylib` copies it), and the
+// one cgo generated, libcodervpn.h, which the tests compile against it. It
+// runs the go command and $CC (cc by default) from the module root, so it
+// works from any package's tests.
 //
 // The flags are `make dylib`'s, and one Build runs at a time on the machine:
 // a c-shared build compiles the whole dependency tree apart from every other
@@ -21,7 +24,7 @@ import (
 // test ./...` runs the test binaries of cmd/dylib and cmd/codervpn side by
 // side. Taking turns, the second finds every package in the build cache and
 // only links.
-func Build(dir, version string) (lib, host string, err error) {
+func Build(dir, version string, tags ...string) (lib, host string, err error) {
 	root, err := moduleRoot()
 	if err != nil {
 		return "", "", err
@@ -37,10 +40,11 @@ func Build(dir, version string) (lib, host string, err error) {
 		cc = "cc"
 	}
 	steps := [][]string{
-		{"go", "build", "-buildmode=c-shared", "-trimpath",
+		{"go", "build", "-buildmode=c-shared", "-trimpath", "-tags", strings.Join(tags, ","),
 			"-ldflags", "-s -w -X github.com/codervpn/codervpn/internal/buildinfo.Version=" + version,
 			"-o", lib, "./cmd/dylib"},
-		{cc, "-Wall", "-Wextra", "-Werror", "-O2", "-o", host, "scripts/dlhost.c", "-ldl", "-lpthread"},
+		{cc, "-Wall", "-Wextra", "-Werror", "-O2", "-I", "cmd/dylib", "-o", host, "scripts/dlhost.c", "-ldl", "-lpthread"},
+		{"cp", "cmd/dylib/codervpn.h", filepath.Join(dir, "codervpn.h")},
 	}
 	for _, s := range steps {
 		cmd := exec.Command(s[0], s[1:]...)
@@ -49,9 +53,6 @@ func Build(dir, version string) (lib, host string, err error) {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return "", "", fmt.Errorf("%s: %w\n%s", strings.Join(s, " "), err, out)
 		}
-	}
-	if err := os.Rename(filepath.Join(dir, "libcodervpn.h"), filepath.Join(dir, "codervpn.h")); err != nil {
-		return "", "", fmt.Errorf("name the header: %w", err)
 	}
 	return lib, host, nil
 }
