@@ -1,7 +1,11 @@
 # codervpn build, test and release targets. See README.md.
 SHELL := /bin/bash
 GO ?= go
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Expanded once: a commit made while a build runs must not change the
+# version between the artefacts and their checks.
+ifndef VERSION
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+endif
 BUILD := build
 PROTOC ?= protoc
 PROTOC_GEN_GO := $(BUILD)/protoc-gen-go
