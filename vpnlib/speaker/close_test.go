@@ -235,3 +235,25 @@ func TestSpeakerNoFDLeak(t *testing.T) {
 	}
 	before.Check(t, fdtest.Pipes, "the speakers")
 }
+
+// A host that hangs up may be noticed by a write (EPIPE) before the read
+// loop sees the end of stream; either way it is the peer closing the
+// session, never a broken one. Here the peer closes only its read side, so
+// the write is certain to notice first.
+func TestSpeakerWriteToGonePeerIsHangUp(t *testing.T) {
+	t.Parallel()
+	tun, peer := rawTunnelPeer(t, Options[*vpnpb.ManagerMessage]{})
+	_ = peer.r.Close()
+	err := tun.Send(&vpnpb.TunnelMessage{Msg: &vpnpb.TunnelMessage_Log{Log: &vpnpb.Log{Message: "x"}}})
+	if err == nil {
+		t.Fatal("Send to a peer whose read side is closed succeeded")
+	}
+	waitDone(t, tun.Done(), "Done after the failed write")
+	got := tun.Err()
+	if !errors.Is(got, io.EOF) || !strings.Contains(got.Error(), "peer closed the CoderVPN connection") {
+		t.Fatalf("Err = %v, want the peer's hang-up (io.EOF)", got)
+	}
+	if errors.Is(got, ErrWriteTimeout) {
+		t.Fatalf("Err = %v: a hang-up is not a stalled write", got)
+	}
+}

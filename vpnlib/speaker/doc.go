@@ -39,7 +39,9 @@
 // MaxFrameSize (16 MiB) is refused before anything is allocated; a stream
 // that ends inside a frame, or a payload that does not decode, ends the
 // session (ErrTruncatedFrame, ErrCorruptFrame). A clean end of stream between
-// frames is the peer closing the session (io.EOF).
+// frames is the peer closing the session (io.EOF), and so is a write that
+// finds the peer's read side gone (EPIPE, ECONNRESET): a host that hangs up
+// is seen on whichever side notices first.
 //
 // # RPC
 //

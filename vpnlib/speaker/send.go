@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"syscall"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -117,6 +119,11 @@ func (s *Speaker[S, R]) write(ctx context.Context, msg S, rpc *vpnpb.RPC, final 
 	if err != nil {
 		return err
 	}
+	// Checked first: after our own final reply the answer is the same
+	// whether or not the peer has also hung up by now.
+	if s.writeClosed.Load() {
+		return errFinalReplySent
+	}
 	select {
 	case s.writeSem <- struct{}{}:
 	case <-ctx.Done():
@@ -128,20 +135,34 @@ func (s *Speaker[S, R]) write(ctx context.Context, msg S, rpc *vpnpb.RPC, final 
 	if s.isDone() {
 		return s.endedErr()
 	}
-	if s.writeClosed {
-		return fmt.Errorf("%w: this side already sent its final reply and closed its write side", ErrClosed)
+	if s.writeClosed.Load() {
+		return errFinalReplySent
 	}
 	if err := s.writeFrame(messageKind(out), frame); err != nil {
 		if !s.isDone() {
-			s.end(fmt.Errorf("write %s to peer: %w", messageKind(out), err))
+			s.end(writeFailed(messageKind(out), err))
 		}
 		return s.endedErr()
 	}
 	if final {
-		s.writeClosed = true
+		s.writeClosed.Store(true)
 		s.closeW()
 	}
 	return nil
+}
+
+var errFinalReplySent = fmt.Errorf("%w: this side already sent its final reply and closed its write side", ErrClosed)
+
+// writeFailed says why a write ended the session. A pipe or socket whose
+// reader has gone (EPIPE, ECONNRESET) is the peer hanging up, the same event
+// as the end of stream on the read side: which of the two this side sees
+// first is a race it does not control, so both wrap io.EOF and a host that
+// hangs up is never reported as a broken session.
+func writeFailed(kind string, err error) error {
+	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+		return fmt.Errorf("peer closed the CoderVPN connection (write %s: %w): %w", kind, err, io.EOF)
+	}
+	return fmt.Errorf("write %s to peer: %w", kind, err)
 }
 
 // writeChunk is the most written under one deadline: the timeout is about a

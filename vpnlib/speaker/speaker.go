@@ -90,7 +90,7 @@ type Speaker[S, R Message] struct {
 	// writeSem holds one token while a frame is being written, so frames
 	// never interleave; it is a channel so waiting for it can be abandoned.
 	writeSem    chan struct{}
-	writeClosed bool // set by ReplyFinal; guarded by writeSem
+	writeClosed atomic.Bool // set by ReplyFinal, under writeSem; read anywhere
 
 	mu      sync.Mutex
 	nextID  uint64

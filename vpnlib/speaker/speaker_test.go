@@ -323,7 +323,9 @@ func TestSpeakerReplyFinal(t *testing.T) {
 	reqs, onReq := queue[*vpnpb.ManagerMessage]()
 	m, tun := speakerPair(t, Options[*vpnpb.TunnelMessage]{},
 		Options[*vpnpb.ManagerMessage]{OnRequest: onReq})
+	replied := make(chan struct{})
 	go func() {
+		defer close(replied)
 		req := <-reqs
 		if err := tun.ReplyFinal(req, &vpnpb.TunnelMessage{Msg: &vpnpb.TunnelMessage_Stop{Stop: &vpnpb.StopResponse{Success: true}}}); err != nil {
 			t.Error(err)
@@ -346,4 +348,5 @@ func TestSpeakerReplyFinal(t *testing.T) {
 	if err := tun.Err(); !errors.Is(err, io.EOF) {
 		t.Fatalf("tunnel Err = %v, want io.EOF", err)
 	}
+	waitDone(t, replied, "the replying goroutine")
 }
