@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/codervpn/codervpn/internal/dbustest"
 	"github.com/codervpn/codervpn/vpnlib/vpntest"
 )
 
@@ -25,6 +26,7 @@ func TestServiceEndToEnd(t *testing.T) {
 	if _, err := d.AddRunningAgent(ctx, "dev", "main"); err != nil {
 		t.Fatal(err)
 	}
+	r.bus = dbustest.Start(t)
 	r.start(t)
 	cfgDir := coderConfig(t, r.member, d)
 
@@ -41,6 +43,22 @@ func TestServiceEndToEnd(t *testing.T) {
 		t.Fatal("up printed the token")
 	}
 	checkTunConfigured(t, r.ns)
+	curlByName(t, r.ns, "main.dev.me.coder")
+
+	// Resume from sleep: logind's PrepareForSleep(false) on the (private)
+	// system bus reaches the tunnel as a WakeRequest, which rebinds.
+	bus := dbustest.Connect(t, r.bus)
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(r.stderr.String(), "system wake: rebound sockets") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no rebind after PrepareForSleep(false); service:\n%s", r.stderr)
+		}
+		// Emitted until seen: the service subscribes once it runs.
+		if err := bus.Emit("/org/freedesktop/login1", "org.freedesktop.login1.Manager.PrepareForSleep", false); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	curlByName(t, r.ns, "main.dev.me.coder")
 
 	st := r.status(t, r.member)

@@ -11,6 +11,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,7 +25,27 @@ type serviceRig struct {
 	bin, ns, sock, state, group string
 	member, outsider            *user.User
 	cmd                         *exec.Cmd
-	stderr                      *bytes.Buffer
+	stderr                      *lockedBuffer
+	// bus is the system bus the service watches for logind's signals.
+	bus string
+}
+
+// lockedBuffer collects a child's stderr while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // makeAccounts creates a group and two users (one in it) for one test run,
@@ -81,9 +102,12 @@ func (r *serviceRig) start(t *testing.T) {
 	t.Helper()
 	r.cmd = exec.Command(r.bin, "service", "--socket", r.sock, "--group", r.group, "--state-dir", r.state,
 		"--netns", r.ns, "--log-level", "debug")
-	// No system bus: the service says so and goes on.
-	r.cmd.Env = append(os.Environ(), "DBUS_SYSTEM_BUS_ADDRESS=unix:path=/nonexistent")
-	r.stderr = &bytes.Buffer{}
+	bus := r.bus
+	if bus == "" {
+		bus = "unix:path=/nonexistent" // no system bus: the service says so and goes on
+	}
+	r.cmd.Env = append(os.Environ(), "DBUS_SYSTEM_BUS_ADDRESS="+bus)
+	r.stderr = &lockedBuffer{}
 	r.cmd.Stderr = r.stderr
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
