@@ -275,3 +275,43 @@ func TestListenReplacesOnlyStaleSockets(t *testing.T) {
 		t.Fatalf("Listen over a regular file: %v", err)
 	}
 }
+
+// TestWakeReachesTheTunnel: Server.Wake (what a resume from sleep calls)
+// is a WakeRequest to the running tunnel, and a no-op without one.
+func TestWakeReachesTheTunnel(t *testing.T) {
+	t.Parallel()
+	be := newFakeBackend()
+	ts := startService(t, be, "")
+	if err := ts.srv.Wake(); err != nil {
+		t.Fatalf("Wake with no tunnel: %v", err)
+	}
+	dialClient(t, ts.sock).call(t, startMsg("secret-token-6", false))
+	if err := ts.srv.Wake(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-be.Running().wakes:
+	default:
+		t.Fatal("the tunnel got no WakeRequest")
+	}
+}
+
+// TestTunnelEndedReconnects: a tunnel that dies by itself is reported
+// (STOPPED with the reason) and started again with the kept login.
+func TestTunnelEndedReconnects(t *testing.T) {
+	t.Parallel()
+	be := newFakeBackend()
+	ts := startService(t, be, "")
+	c := dialClient(t, ts.sock)
+	c.call(t, startMsg("secret-token-7", false))
+	first := be.Running()
+	first.once.Do(func() { close(first.done) }) // it dies
+	c.waitStatus(t, "STOPPED with the reason", func(s *vpnpb.Status) bool {
+		return s.GetLifecycle() == vpnpb.Status_STOPPED && strings.Contains(s.GetErrorMessage(), "fake tunnel died")
+	})
+	waitFor(t, "the reconnect", func() bool { return len(be.Starts()) == 2 })
+	if tok := be.Starts()[1].GetApiToken(); tok != "secret-token-7" {
+		t.Fatalf("reconnected with %q", tok)
+	}
+	c.waitStatus(t, "STARTED again", func(s *vpnpb.Status) bool { return s.GetLifecycle() == vpnpb.Status_STARTED })
+}
