@@ -19,6 +19,8 @@ import (
 // the status, and brings it down; an outsider is refused by the socket's
 // mode and, with the mode opened, by the peer check; SIGTERM exits 0.
 func TestServiceEndToEnd(t *testing.T) {
+	began := time.Now()
+	step := func(what string) { t.Logf("%6.2fs %s", time.Since(began).Seconds(), what) }
 	r := newServiceRig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -26,6 +28,7 @@ func TestServiceEndToEnd(t *testing.T) {
 	if _, err := d.AddRunningAgent(ctx, "dev", "main"); err != nil {
 		t.Fatal(err)
 	}
+	step("deployment and agent ready")
 	r.bus = dbustest.Start(t)
 	r.start(t)
 	cfgDir := coderConfig(t, r.member, d)
@@ -59,6 +62,7 @@ func TestServiceEndToEnd(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	step("rebound after resume")
 	curlByName(t, r.ns, "main.dev.me.coder")
 
 	st := r.status(t, r.member)
@@ -84,6 +88,7 @@ func TestServiceEndToEnd(t *testing.T) {
 	if err := os.Chmod(r.sock, 0o660); err != nil {
 		t.Fatal(err)
 	}
+	step("outsiders refused")
 
 	stdout, stderr, code = r.client(t, r.member, nil, "down")
 	if code != 0 {
