@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	vpnpb "github.com/codervpn/codervpn/proto"
@@ -44,6 +45,11 @@ func (l *Login) request() *vpnpb.StartRequest {
 		req.Headers = append(req.Headers, &vpnpb.StartRequest_Header{Name: h.Name, Value: h.Value})
 	}
 	return req
+}
+
+// equal reports whether l and o are the same login.
+func (l *Login) equal(o *Login) bool {
+	return l != nil && o != nil && l.URL == o.URL && l.Token == o.Token && slices.Equal(l.Headers, o.Headers)
 }
 
 // secrets are the strings that must never leave the service.

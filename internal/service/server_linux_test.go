@@ -315,3 +315,24 @@ func TestTunnelEndedReconnects(t *testing.T) {
 	}
 	c.waitStatus(t, "STARTED again", func(s *vpnpb.Status) bool { return s.GetLifecycle() == vpnpb.Status_STARTED })
 }
+
+// TestUpTwiceKeepsTheTunnel: a second Start with the same login is
+// answered at once without touching the tunnel; another login replaces it.
+func TestUpTwiceKeepsTheTunnel(t *testing.T) {
+	t.Parallel()
+	be := newFakeBackend()
+	ts := startService(t, be, "")
+	a, b := dialClient(t, ts.sock), dialClient(t, ts.sock)
+	a.call(t, startMsg("secret-token-8", false))
+	first := be.Running()
+	if r := b.call(t, startMsg("secret-token-8", false)); !r.GetStart().GetSuccess() {
+		t.Fatalf("second Start = %v", r)
+	}
+	if n := len(be.Starts()); n != 1 || first.Stopped() {
+		t.Fatalf("the same login started the tunnel %d times (first stopped: %v)", n, first.Stopped())
+	}
+	b.call(t, startMsg("secret-token-9", false))
+	if n := len(be.Starts()); n != 2 || !first.Stopped() {
+		t.Fatalf("another login: %d starts, first stopped %v; want 2 and true", n, first.Stopped())
+	}
+}

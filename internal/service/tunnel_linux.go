@@ -64,14 +64,25 @@ func (s *Server) tunnelLoop() {
 			switch o.kind {
 			case "start":
 				retry = nil
-				err = stop()
 				// The tunnel never sees our private field.
 				req := proto.CloneOf(o.start)
 				req.Persist = false
+				login := loginOf(req)
 				s.mu.Lock()
-				s.login = loginOf(req)
+				same := running != nil && s.login.equal(login)
 				s.mu.Unlock()
-				err = start(req)
+				// Up with the login it runs with is already done (a second
+				// `codervpn up` must not cut everyone's connections);
+				// another login replaces the tunnel.
+				if !same {
+					if serr := stop(); serr != nil {
+						s.log.Warn("stopping the previous tunnel", "error", s.redact(serr.Error()))
+					}
+					s.mu.Lock()
+					s.login = login
+					s.mu.Unlock()
+					err = start(req)
+				}
 				if err != nil && o.retry {
 					retry = time.After(backoff)
 					backoff = min(2*backoff, retryMax)
