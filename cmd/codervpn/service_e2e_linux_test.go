@@ -113,9 +113,11 @@ func TestServiceEndToEnd(t *testing.T) {
 
 // TestServiceRestart: a service killed with SIGKILL while connected leaves
 // nothing the next one does not clean; with `up --persist` the next one
-// reconnects by itself; after `down` it stays down.
+// reconnects by itself; after `down` it stays down. The tunnel runs in a
+// daemon child here, which outlives a SIGKILLed parent for a moment.
 func TestServiceRestart(t *testing.T) {
 	r := newServiceRig(t)
+	r.backend = backendDaemon
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	d := vpntest.New(t, vpntest.Options{})

@@ -28,6 +28,8 @@ type serviceRig struct {
 	stderr                      *lockedBuffer
 	// bus is the system bus the service watches for logind's signals.
 	bus string
+	// backend is the service's --backend; empty: its default.
+	backend string
 }
 
 // lockedBuffer collects a child's stderr while the test reads it.
@@ -102,6 +104,9 @@ func (r *serviceRig) start(t *testing.T) {
 	t.Helper()
 	r.cmd = exec.Command(r.bin, "service", "--socket", r.sock, "--group", r.group, "--state-dir", r.state,
 		"--netns", r.ns, "--log-level", "debug")
+	if r.backend != "" {
+		r.cmd.Args = append(r.cmd.Args, "--backend", r.backend)
+	}
 	bus := r.bus
 	if bus == "" {
 		bus = "unix:path=/nonexistent" // no system bus: the service says so and goes on
