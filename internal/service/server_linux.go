@@ -41,6 +41,9 @@ type Server struct {
 	ops    chan op
 	wg     sync.WaitGroup
 
+	closeOnce sync.Once
+	closeErr  error
+
 	mu      sync.Mutex
 	clients map[*client]struct{}
 	status  *vpnpb.Status // lifecycle and error; peers are added when sent
@@ -56,7 +59,7 @@ type op struct {
 	done  chan error
 }
 
-// New makes a Server; Serve runs it.
+// New makes a Server; Serve runs it, Close ends it.
 func New(cfg Config) *Server {
 	if cfg.StartTimeout == 0 {
 		cfg.StartTimeout = 90 * time.Second
@@ -70,20 +73,21 @@ func New(cfg Config) *Server {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	peers, _ := manager.NewPeers()
-	return &Server{
+	s := &Server{
 		cfg: cfg, log: log, ctx: ctx, cancel: cancel,
 		ops:     make(chan op),
 		clients: make(map[*client]struct{}),
 		status:  &vpnpb.Status{Lifecycle: vpnpb.Status_STOPPED},
 		peers:   peers,
 	}
+	s.wg.Go(s.tunnelLoop) // from here on Close must be called
+	return s
 }
 
 // Serve accepts clients on l until Close. It first reconnects with the
 // saved login, if a client asked to persist one. It returns nil after
 // Close.
 func (s *Server) Serve(l net.Listener) error {
-	s.wg.Go(s.tunnelLoop)
 	if s.cfg.StateDir != "" {
 		login, err := loadLogin(s.cfg.StateDir)
 		switch {
@@ -114,8 +118,13 @@ func (s *Server) Serve(l net.Listener) error {
 
 // Close stops the tunnel, drops every client and waits for every
 // goroutine. A persisted login stays on disk: the service reconnects with it
-// when it starts again.
+// when it starts again. It is idempotent.
 func (s *Server) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.close() })
+	return s.closeErr
+}
+
+func (s *Server) close() error {
 	s.mu.Lock()
 	for c := range s.clients {
 		c.drop("the service is stopping")

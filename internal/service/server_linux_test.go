@@ -13,6 +13,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/codervpn/codervpn/internal/fdtest"
+
 	vpnpb "github.com/codervpn/codervpn/proto"
 )
 
@@ -335,4 +337,26 @@ func TestUpTwiceKeepsTheTunnel(t *testing.T) {
 	if n := len(be.Starts()); n != 2 || !first.Stopped() {
 		t.Fatalf("another login: %d starts, first stopped %v; want 2 and true", n, first.Stopped())
 	}
+}
+
+// TestNoFDLeft: a service with clients that come and go, a tunnel started
+// and stopped, and a refused client, leaves no socket open once closed.
+// Not parallel: it counts the process's sockets.
+func TestNoFDLeft(t *testing.T) {
+	before := fdtest.Take(t)
+	func() {
+		ts := startService(t, newFakeBackend(), "")
+		for range 3 {
+			c := dialClient(t, ts.sock)
+			c.call(t, startMsg("secret-token-10", false))
+			c.call(t, stopMsg)
+			_ = c.sp.Close()
+		}
+		if err := ts.srv.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	// The cleanups of startService and dialClient run at the end of the
+	// test; everything they close is closed already.
+	before.WaitClosed(t, fdtest.Sockets, testTimeout, "the service")
 }
