@@ -16,7 +16,8 @@ import (
 	"github.com/codervpn/codervpn/vpnlib/speaker"
 )
 
-const testTimeout = 20 * time.Second
+// testTimeout bounds every wait; only a failure takes this long.
+const testTimeout = 60 * time.Second
 
 // fakeBackend records Starts and hands out fakeRunnings.
 type fakeBackend struct {
@@ -26,6 +27,7 @@ type fakeBackend struct {
 	block   chan struct{} // Start waits for it when set
 	running *fakeRunning
 	started chan struct{} // gets a value per Start call
+	events  Events        // of the last Start
 }
 
 func newFakeBackend() *fakeBackend { return &fakeBackend{started: make(chan struct{}, 64)} }
@@ -48,7 +50,7 @@ func (b *fakeBackend) Start(ctx context.Context, req *vpnpb.StartRequest, ev Eve
 	}
 	r := &fakeRunning{done: make(chan struct{}), wakes: make(chan struct{}, 16)}
 	b.mu.Lock()
-	b.running = r
+	b.running, b.events = r, ev
 	b.mu.Unlock()
 	ev.PeerUpdate(&vpnpb.PeerUpdate{
 		UpsertedWorkspaces: []*vpnpb.Workspace{{Id: bytes.Repeat([]byte{1}, 16), Name: "dev", Status: vpnpb.Workspace_RUNNING}},
@@ -166,7 +168,19 @@ func dialClient(t *testing.T, sock string) *testClient {
 		OnMessage: func(m *vpnpb.ServiceMessage) {
 			switch {
 			case m.GetStatus() != nil:
-				tc.statuses <- m.GetStatus()
+				// Never block the read loop (a client that stops reading
+				// is dropped): when full, the oldest Status goes.
+				for {
+					select {
+					case tc.statuses <- m.GetStatus():
+						return
+					default:
+						select {
+						case <-tc.statuses:
+						default:
+						}
+					}
+				}
 			case m.GetStartProgress() != nil:
 				tc.progress <- m.GetStartProgress()
 			}
