@@ -17,6 +17,7 @@ UNAME_S := $(shell uname -s)
 LDFLAGS := -s -w -X github.com/codervpn/codervpn/internal/buildinfo.Version=$(VERSION)
 CC ?= cc
 
+.PHONY: install install-files
 .PHONY: all build dylib dlhost codervpn demo-deps test unit fuzz bench demo proto check-proto lint vet-darwin \
 	dylib-darwin codervpn-darwin check-darwin
 
@@ -173,3 +174,27 @@ demo-deps:
 # inside it; otherwise the userspace path. Removes everything it made.
 demo: demo-deps dylib dlhost codervpn
 	$(BUILD)/codervpn demo --lib $(BUILD)/libcodervpn.so --dlhost $(BUILD)/dlhost
+
+# install: the command, the library and its header, the C host, the systemd
+# unit and the sysusers file (the codervpn group). Honours DESTDIR (staging
+# for packages), PREFIX, UNITDIR and SYSUSERSDIR. Then, as root:
+#   systemd-sysusers && systemctl daemon-reload && systemctl enable --now codervpn
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+LIBEXECDIR ?= $(PREFIX)/libexec/codervpn
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+install: codervpn dylib dlhost install-files
+
+# install-files installs what the build left in build/, building nothing.
+install-files:
+	install -Dm755 $(BUILD)/codervpn $(DESTDIR)$(BINDIR)/codervpn
+	install -Dm755 $(BUILD)/libcodervpn.so $(DESTDIR)$(LIBDIR)/libcodervpn.so
+	install -Dm644 $(BUILD)/codervpn.h $(DESTDIR)$(INCLUDEDIR)/codervpn.h
+	install -Dm755 $(BUILD)/dlhost $(DESTDIR)$(LIBEXECDIR)/dlhost
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
+	sed -e 's|@BINDIR@|$(BINDIR)|g' scripts/codervpn.service > $(DESTDIR)$(UNITDIR)/codervpn.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/codervpn.service
+	install -m644 scripts/codervpn.sysusers $(DESTDIR)$(SYSUSERSDIR)/codervpn.conf

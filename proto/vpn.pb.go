@@ -36,6 +36,56 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// StartProgressStage is how far a Start has come (broadcast to clients).
+type StartProgressStage int32
+
+const (
+	StartProgressStage_Initializing StartProgressStage = 0
+	StartProgressStage_Downloading  StartProgressStage = 1
+	StartProgressStage_Finalizing   StartProgressStage = 2
+)
+
+// Enum value maps for StartProgressStage.
+var (
+	StartProgressStage_name = map[int32]string{
+		0: "Initializing",
+		1: "Downloading",
+		2: "Finalizing",
+	}
+	StartProgressStage_value = map[string]int32{
+		"Initializing": 0,
+		"Downloading":  1,
+		"Finalizing":   2,
+	}
+)
+
+func (x StartProgressStage) Enum() *StartProgressStage {
+	p := new(StartProgressStage)
+	*p = x
+	return p
+}
+
+func (x StartProgressStage) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (StartProgressStage) Descriptor() protoreflect.EnumDescriptor {
+	return file_vpn_proto_enumTypes[0].Descriptor()
+}
+
+func (StartProgressStage) Type() protoreflect.EnumType {
+	return &file_vpn_proto_enumTypes[0]
+}
+
+func (x StartProgressStage) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use StartProgressStage.Descriptor instead.
+func (StartProgressStage) EnumDescriptor() ([]byte, []int) {
+	return file_vpn_proto_rawDescGZIP(), []int{0}
+}
+
 // Level follows the slog levels.
 type Log_Level int32
 
@@ -79,11 +129,11 @@ func (x Log_Level) String() string {
 }
 
 func (Log_Level) Descriptor() protoreflect.EnumDescriptor {
-	return file_vpn_proto_enumTypes[0].Descriptor()
+	return file_vpn_proto_enumTypes[1].Descriptor()
 }
 
 func (Log_Level) Type() protoreflect.EnumType {
-	return &file_vpn_proto_enumTypes[0]
+	return &file_vpn_proto_enumTypes[1]
 }
 
 func (x Log_Level) Number() protoreflect.EnumNumber {
@@ -92,7 +142,7 @@ func (x Log_Level) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Log_Level.Descriptor instead.
 func (Log_Level) EnumDescriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{3, 0}
+	return file_vpn_proto_rawDescGZIP(), []int{5, 0}
 }
 
 // Status mirrors the workspace build status of the deployment.
@@ -153,11 +203,11 @@ func (x Workspace_Status) String() string {
 }
 
 func (Workspace_Status) Descriptor() protoreflect.EnumDescriptor {
-	return file_vpn_proto_enumTypes[1].Descriptor()
+	return file_vpn_proto_enumTypes[2].Descriptor()
 }
 
 func (Workspace_Status) Type() protoreflect.EnumType {
-	return &file_vpn_proto_enumTypes[1]
+	return &file_vpn_proto_enumTypes[2]
 }
 
 func (x Workspace_Status) Number() protoreflect.EnumNumber {
@@ -166,8 +216,297 @@ func (x Workspace_Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Workspace_Status.Descriptor instead.
 func (Workspace_Status) EnumDescriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{6, 0}
+	return file_vpn_proto_rawDescGZIP(), []int{8, 0}
 }
+
+type Status_Lifecycle int32
+
+const (
+	Status_UNKNOWN  Status_Lifecycle = 0
+	Status_STARTING Status_Lifecycle = 1
+	Status_STARTED  Status_Lifecycle = 2
+	Status_STOPPING Status_Lifecycle = 3
+	Status_STOPPED  Status_Lifecycle = 4
+)
+
+// Enum value maps for Status_Lifecycle.
+var (
+	Status_Lifecycle_name = map[int32]string{
+		0: "UNKNOWN",
+		1: "STARTING",
+		2: "STARTED",
+		3: "STOPPING",
+		4: "STOPPED",
+	}
+	Status_Lifecycle_value = map[string]int32{
+		"UNKNOWN":  0,
+		"STARTING": 1,
+		"STARTED":  2,
+		"STOPPING": 3,
+		"STOPPED":  4,
+	}
+)
+
+func (x Status_Lifecycle) Enum() *Status_Lifecycle {
+	p := new(Status_Lifecycle)
+	*p = x
+	return p
+}
+
+func (x Status_Lifecycle) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Status_Lifecycle) Descriptor() protoreflect.EnumDescriptor {
+	return file_vpn_proto_enumTypes[3].Descriptor()
+}
+
+func (Status_Lifecycle) Type() protoreflect.EnumType {
+	return &file_vpn_proto_enumTypes[3]
+}
+
+func (x Status_Lifecycle) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Status_Lifecycle.Descriptor instead.
+func (Status_Lifecycle) EnumDescriptor() ([]byte, []int) {
+	return file_vpn_proto_rawDescGZIP(), []int{22, 0}
+}
+
+// ClientMessage is everything a client (codervpn up/down/status, Coder
+// Desktop's app on Windows) sends to the service that owns the tunnel.
+// Client and service speak version 1.1 of their own protocol, with the same
+// handshake and framing as manager and tunnel.
+type ClientMessage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Rpc   *RPC                   `protobuf:"bytes,1,opt,name=rpc,proto3" json:"rpc,omitempty"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*ClientMessage_Start
+	//	*ClientMessage_Stop
+	//	*ClientMessage_Status
+	Msg           isClientMessage_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientMessage) Reset() {
+	*x = ClientMessage{}
+	mi := &file_vpn_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientMessage) ProtoMessage() {}
+
+func (x *ClientMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_vpn_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientMessage.ProtoReflect.Descriptor instead.
+func (*ClientMessage) Descriptor() ([]byte, []int) {
+	return file_vpn_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ClientMessage) GetRpc() *RPC {
+	if x != nil {
+		return x.Rpc
+	}
+	return nil
+}
+
+func (x *ClientMessage) GetMsg() isClientMessage_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *ClientMessage) GetStart() *StartRequest {
+	if x != nil {
+		if x, ok := x.Msg.(*ClientMessage_Start); ok {
+			return x.Start
+		}
+	}
+	return nil
+}
+
+func (x *ClientMessage) GetStop() *StopRequest {
+	if x != nil {
+		if x, ok := x.Msg.(*ClientMessage_Stop); ok {
+			return x.Stop
+		}
+	}
+	return nil
+}
+
+func (x *ClientMessage) GetStatus() *StatusRequest {
+	if x != nil {
+		if x, ok := x.Msg.(*ClientMessage_Status); ok {
+			return x.Status
+		}
+	}
+	return nil
+}
+
+type isClientMessage_Msg interface {
+	isClientMessage_Msg()
+}
+
+type ClientMessage_Start struct {
+	Start *StartRequest `protobuf:"bytes,2,opt,name=start,proto3,oneof"`
+}
+
+type ClientMessage_Stop struct {
+	Stop *StopRequest `protobuf:"bytes,3,opt,name=stop,proto3,oneof"`
+}
+
+type ClientMessage_Status struct {
+	Status *StatusRequest `protobuf:"bytes,4,opt,name=status,proto3,oneof"`
+}
+
+func (*ClientMessage_Start) isClientMessage_Msg() {}
+
+func (*ClientMessage_Stop) isClientMessage_Msg() {}
+
+func (*ClientMessage_Status) isClientMessage_Msg() {}
+
+// ServiceMessage is everything the service sends to a client: replies to its
+// requests, and Status and StartProgress broadcast to every client.
+type ServiceMessage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Rpc   *RPC                   `protobuf:"bytes,1,opt,name=rpc,proto3" json:"rpc,omitempty"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*ServiceMessage_Start
+	//	*ServiceMessage_Stop
+	//	*ServiceMessage_Status
+	//	*ServiceMessage_StartProgress
+	Msg           isServiceMessage_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceMessage) Reset() {
+	*x = ServiceMessage{}
+	mi := &file_vpn_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceMessage) ProtoMessage() {}
+
+func (x *ServiceMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_vpn_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceMessage.ProtoReflect.Descriptor instead.
+func (*ServiceMessage) Descriptor() ([]byte, []int) {
+	return file_vpn_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ServiceMessage) GetRpc() *RPC {
+	if x != nil {
+		return x.Rpc
+	}
+	return nil
+}
+
+func (x *ServiceMessage) GetMsg() isServiceMessage_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *ServiceMessage) GetStart() *StartResponse {
+	if x != nil {
+		if x, ok := x.Msg.(*ServiceMessage_Start); ok {
+			return x.Start
+		}
+	}
+	return nil
+}
+
+func (x *ServiceMessage) GetStop() *StopResponse {
+	if x != nil {
+		if x, ok := x.Msg.(*ServiceMessage_Stop); ok {
+			return x.Stop
+		}
+	}
+	return nil
+}
+
+func (x *ServiceMessage) GetStatus() *Status {
+	if x != nil {
+		if x, ok := x.Msg.(*ServiceMessage_Status); ok {
+			return x.Status
+		}
+	}
+	return nil
+}
+
+func (x *ServiceMessage) GetStartProgress() *StartProgress {
+	if x != nil {
+		if x, ok := x.Msg.(*ServiceMessage_StartProgress); ok {
+			return x.StartProgress
+		}
+	}
+	return nil
+}
+
+type isServiceMessage_Msg interface {
+	isServiceMessage_Msg()
+}
+
+type ServiceMessage_Start struct {
+	Start *StartResponse `protobuf:"bytes,2,opt,name=start,proto3,oneof"`
+}
+
+type ServiceMessage_Stop struct {
+	Stop *StopResponse `protobuf:"bytes,3,opt,name=stop,proto3,oneof"`
+}
+
+type ServiceMessage_Status struct {
+	Status *Status `protobuf:"bytes,4,opt,name=status,proto3,oneof"` // the reply to a StatusRequest, or broadcast on a change
+}
+
+type ServiceMessage_StartProgress struct {
+	StartProgress *StartProgress `protobuf:"bytes,5,opt,name=start_progress,json=startProgress,proto3,oneof"` // broadcast while a Start runs
+}
+
+func (*ServiceMessage_Start) isServiceMessage_Msg() {}
+
+func (*ServiceMessage_Stop) isServiceMessage_Msg() {}
+
+func (*ServiceMessage_Status) isServiceMessage_Msg() {}
+
+func (*ServiceMessage_StartProgress) isServiceMessage_Msg() {}
 
 // RPC carries the request/response correlation of a message. A request has a
 // non-zero msg_id chosen by its sender (counting from 1); the reply echoes it
@@ -182,7 +521,7 @@ type RPC struct {
 
 func (x *RPC) Reset() {
 	*x = RPC{}
-	mi := &file_vpn_proto_msgTypes[0]
+	mi := &file_vpn_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -194,7 +533,7 @@ func (x *RPC) String() string {
 func (*RPC) ProtoMessage() {}
 
 func (x *RPC) ProtoReflect() protoreflect.Message {
-	mi := &file_vpn_proto_msgTypes[0]
+	mi := &file_vpn_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -207,7 +546,7 @@ func (x *RPC) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RPC.ProtoReflect.Descriptor instead.
 func (*RPC) Descriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{0}
+	return file_vpn_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *RPC) GetMsgId() uint64 {
@@ -242,7 +581,7 @@ type ManagerMessage struct {
 
 func (x *ManagerMessage) Reset() {
 	*x = ManagerMessage{}
-	mi := &file_vpn_proto_msgTypes[1]
+	mi := &file_vpn_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -254,7 +593,7 @@ func (x *ManagerMessage) String() string {
 func (*ManagerMessage) ProtoMessage() {}
 
 func (x *ManagerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_vpn_proto_msgTypes[1]
+	mi := &file_vpn_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -267,7 +606,7 @@ func (x *ManagerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ManagerMessage.ProtoReflect.Descriptor instead.
 func (*ManagerMessage) Descriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{1}
+	return file_vpn_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ManagerMessage) GetRpc() *RPC {
@@ -382,7 +721,7 @@ type TunnelMessage struct {
 
 func (x *TunnelMessage) Reset() {
 	*x = TunnelMessage{}
-	mi := &file_vpn_proto_msgTypes[2]
+	mi := &file_vpn_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -394,7 +733,7 @@ func (x *TunnelMessage) String() string {
 func (*TunnelMessage) ProtoMessage() {}
 
 func (x *TunnelMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_vpn_proto_msgTypes[2]
+	mi := &file_vpn_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -407,7 +746,7 @@ func (x *TunnelMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TunnelMessage.ProtoReflect.Descriptor instead.
 func (*TunnelMessage) Descriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{2}
+	return file_vpn_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *TunnelMessage) GetRpc() *RPC {
@@ -532,7 +871,7 @@ type Log struct {
 
 func (x *Log) Reset() {
 	*x = Log{}
-	mi := &file_vpn_proto_msgTypes[3]
+	mi := &file_vpn_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -544,7 +883,7 @@ func (x *Log) String() string {
 func (*Log) ProtoMessage() {}
 
 func (x *Log) ProtoReflect() protoreflect.Message {
-	mi := &file_vpn_proto_msgTypes[3]
+	mi := &file_vpn_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -557,7 +896,7 @@ func (x *Log) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Log.ProtoReflect.Descriptor instead.
 func (*Log) Descriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{3}
+	return file_vpn_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Log) GetLevel() Log_Level {
@@ -597,7 +936,7 @@ type GetPeerUpdate struct {
 
 func (x *GetPeerUpdate) Reset() {
 	*x = GetPeerUpdate{}
-	mi := &file_vpn_proto_msgTypes[4]
+	mi := &file_vpn_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -609,7 +948,7 @@ func (x *GetPeerUpdate) String() string {
 func (*GetPeerUpdate) ProtoMessage() {}
 
 func (x *GetPeerUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_vpn_proto_msgTypes[4]
+	mi := &file_vpn_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -622,7 +961,7 @@ func (x *GetPeerUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPeerUpdate.ProtoReflect.Descriptor instead.
 func (*GetPeerUpdate) Descriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{4}
+	return file_vpn_proto_rawDescGZIP(), []int{6}
 }
 
 // PeerUpdate reports workspaces and agents reachable through the tunnel: a full
@@ -639,7 +978,7 @@ type PeerUpdate struct {
 
 func (x *PeerUpdate) Reset() {
 	*x = PeerUpdate{}
-	mi := &file_vpn_proto_msgTypes[5]
+	mi := &file_vpn_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -651,7 +990,7 @@ func (x *PeerUpdate) String() string {
 func (*PeerUpdate) ProtoMessage() {}
 
 func (x *PeerUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_vpn_proto_msgTypes[5]
+	mi := &file_vpn_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -664,7 +1003,7 @@ func (x *PeerUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerUpdate.ProtoReflect.Descriptor instead.
 func (*PeerUpdate) Descriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{5}
+	return file_vpn_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PeerUpdate) GetUpsertedWorkspaces() []*Workspace {
@@ -707,7 +1046,7 @@ type Workspace struct {
 
 func (x *Workspace) Reset() {
 	*x = Workspace{}
-	mi := &file_vpn_proto_msgTypes[6]
+	mi := &file_vpn_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -719,7 +1058,7 @@ func (x *Workspace) String() string {
 func (*Workspace) ProtoMessage() {}
 
 func (x *Workspace) ProtoReflect() protoreflect.Message {
-	mi := &file_vpn_proto_msgTypes[6]
+	mi := &file_vpn_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -732,7 +1071,7 @@ func (x *Workspace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workspace.ProtoReflect.Descriptor instead.
 func (*Workspace) Descriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{6}
+	return file_vpn_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Workspace) GetId() []byte {
@@ -775,7 +1114,7 @@ type Agent struct {
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_vpn_proto_msgTypes[7]
+	mi := &file_vpn_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -787,7 +1126,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_vpn_proto_msgTypes[7]
+	mi := &file_vpn_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -800,7 +1139,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{7}
+	return file_vpn_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Agent) GetId() []byte {
@@ -867,7 +1206,7 @@ type LastPing struct {
 
 func (x *LastPing) Reset() {
 	*x = LastPing{}
-	mi := &file_vpn_proto_msgTypes[8]
+	mi := &file_vpn_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +1218,7 @@ func (x *LastPing) String() string {
 func (*LastPing) ProtoMessage() {}
 
 func (x *LastPing) ProtoReflect() protoreflect.Message {
-	mi := &file_vpn_proto_msgTypes[8]
+	mi := &file_vpn_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +1231,7 @@ func (x *LastPing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LastPing.ProtoReflect.Descriptor instead.
 func (*LastPing) Descriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{8}
+	return file_vpn_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *LastPing) GetLatency() *durationpb.Duration {
@@ -940,7 +1279,7 @@ type NetworkSettingsRequest struct {
 
 func (x *NetworkSettingsRequest) Reset() {
 	*x = NetworkSettingsRequest{}
-	mi := &file_vpn_proto_msgTypes[9]
+	mi := &file_vpn_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -952,7 +1291,7 @@ func (x *NetworkSettingsRequest) String() string {
 func (*NetworkSettingsRequest) ProtoMessage() {}
 
 func (x *NetworkSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vpn_proto_msgTypes[9]
+	mi := &file_vpn_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -965,7 +1304,7 @@ func (x *NetworkSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkSettingsRequest.ProtoReflect.Descriptor instead.
 func (*NetworkSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{9}
+	return file_vpn_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *NetworkSettingsRequest) GetTunnelOverheadBytes() uint32 {
@@ -1021,7 +1360,7 @@ type NetworkSettingsResponse struct {
 
 func (x *NetworkSettingsResponse) Reset() {
 	*x = NetworkSettingsResponse{}
-	mi := &file_vpn_proto_msgTypes[10]
+	mi := &file_vpn_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1372,7 @@ func (x *NetworkSettingsResponse) String() string {
 func (*NetworkSettingsResponse) ProtoMessage() {}
 
 func (x *NetworkSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vpn_proto_msgTypes[10]
+	mi := &file_vpn_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1385,7 @@ func (x *NetworkSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkSettingsResponse.ProtoReflect.Descriptor instead.
 func (*NetworkSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{10}
+	return file_vpn_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *NetworkSettingsResponse) GetSuccess() bool {
@@ -1075,13 +1414,18 @@ type StartRequest struct {
 	DeviceId             string                 `protobuf:"bytes,5,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`                                    // since 1.1
 	DeviceOs             string                 `protobuf:"bytes,6,opt,name=device_os,json=deviceOs,proto3" json:"device_os,omitempty"`                                    // since 1.1
 	CoderDesktopVersion  string                 `protobuf:"bytes,7,opt,name=coder_desktop_version,json=coderDesktopVersion,proto3" json:"coder_desktop_version,omitempty"` // since 1.1
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// persist is codervpn's own field, on the client -> service leg only: the
+	// service saves the login for reconnects after a restart when it is set.
+	// The service clears it before the request reaches a tunnel; a number
+	// far above Coder's keeps it clear of theirs.
+	Persist       bool `protobuf:"varint,100,opt,name=persist,proto3" json:"persist,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StartRequest) Reset() {
 	*x = StartRequest{}
-	mi := &file_vpn_proto_msgTypes[11]
+	mi := &file_vpn_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1437,7 @@ func (x *StartRequest) String() string {
 func (*StartRequest) ProtoMessage() {}
 
 func (x *StartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vpn_proto_msgTypes[11]
+	mi := &file_vpn_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1450,7 @@ func (x *StartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRequest.ProtoReflect.Descriptor instead.
 func (*StartRequest) Descriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{11}
+	return file_vpn_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StartRequest) GetTunnelFileDescriptor() int32 {
@@ -1158,6 +1502,13 @@ func (x *StartRequest) GetCoderDesktopVersion() string {
 	return ""
 }
 
+func (x *StartRequest) GetPersist() bool {
+	if x != nil {
+		return x.Persist
+	}
+	return false
+}
+
 // StartResponse answers StartRequest.
 type StartResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1169,7 +1520,7 @@ type StartResponse struct {
 
 func (x *StartResponse) Reset() {
 	*x = StartResponse{}
-	mi := &file_vpn_proto_msgTypes[12]
+	mi := &file_vpn_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1181,7 +1532,7 @@ func (x *StartResponse) String() string {
 func (*StartResponse) ProtoMessage() {}
 
 func (x *StartResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vpn_proto_msgTypes[12]
+	mi := &file_vpn_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1194,7 +1545,7 @@ func (x *StartResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartResponse.ProtoReflect.Descriptor instead.
 func (*StartResponse) Descriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{12}
+	return file_vpn_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StartResponse) GetSuccess() bool {
@@ -1221,7 +1572,7 @@ type StopRequest struct {
 
 func (x *StopRequest) Reset() {
 	*x = StopRequest{}
-	mi := &file_vpn_proto_msgTypes[13]
+	mi := &file_vpn_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1233,7 +1584,7 @@ func (x *StopRequest) String() string {
 func (*StopRequest) ProtoMessage() {}
 
 func (x *StopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vpn_proto_msgTypes[13]
+	mi := &file_vpn_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1246,7 +1597,7 @@ func (x *StopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRequest.ProtoReflect.Descriptor instead.
 func (*StopRequest) Descriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{13}
+	return file_vpn_proto_rawDescGZIP(), []int{15}
 }
 
 // StopResponse answers StopRequest.
@@ -1260,7 +1611,7 @@ type StopResponse struct {
 
 func (x *StopResponse) Reset() {
 	*x = StopResponse{}
-	mi := &file_vpn_proto_msgTypes[14]
+	mi := &file_vpn_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1272,7 +1623,7 @@ func (x *StopResponse) String() string {
 func (*StopResponse) ProtoMessage() {}
 
 func (x *StopResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vpn_proto_msgTypes[14]
+	mi := &file_vpn_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1285,7 +1636,7 @@ func (x *StopResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopResponse.ProtoReflect.Descriptor instead.
 func (*StopResponse) Descriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{14}
+	return file_vpn_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StopResponse) GetSuccess() bool {
@@ -1312,7 +1663,7 @@ type WakeRequest struct {
 
 func (x *WakeRequest) Reset() {
 	*x = WakeRequest{}
-	mi := &file_vpn_proto_msgTypes[15]
+	mi := &file_vpn_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1324,7 +1675,7 @@ func (x *WakeRequest) String() string {
 func (*WakeRequest) ProtoMessage() {}
 
 func (x *WakeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vpn_proto_msgTypes[15]
+	mi := &file_vpn_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1337,7 +1688,7 @@ func (x *WakeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WakeRequest.ProtoReflect.Descriptor instead.
 func (*WakeRequest) Descriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{15}
+	return file_vpn_proto_rawDescGZIP(), []int{17}
 }
 
 // WakeResponse answers WakeRequest. Since 1.3.
@@ -1349,7 +1700,7 @@ type WakeResponse struct {
 
 func (x *WakeResponse) Reset() {
 	*x = WakeResponse{}
-	mi := &file_vpn_proto_msgTypes[16]
+	mi := &file_vpn_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1361,7 +1712,7 @@ func (x *WakeResponse) String() string {
 func (*WakeResponse) ProtoMessage() {}
 
 func (x *WakeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vpn_proto_msgTypes[16]
+	mi := &file_vpn_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1374,7 +1725,215 @@ func (x *WakeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WakeResponse.ProtoReflect.Descriptor instead.
 func (*WakeResponse) Descriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{16}
+	return file_vpn_proto_rawDescGZIP(), []int{18}
+}
+
+// StartProgressDownloadProgress counts the bytes of a tunnel binary being
+// downloaded (Coder Desktop's service does that; ours never downloads).
+type StartProgressDownloadProgress struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BytesWritten  uint64                 `protobuf:"varint,1,opt,name=bytes_written,json=bytesWritten,proto3" json:"bytes_written,omitempty"`
+	BytesTotal    *uint64                `protobuf:"varint,2,opt,name=bytes_total,json=bytesTotal,proto3,oneof" json:"bytes_total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartProgressDownloadProgress) Reset() {
+	*x = StartProgressDownloadProgress{}
+	mi := &file_vpn_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartProgressDownloadProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartProgressDownloadProgress) ProtoMessage() {}
+
+func (x *StartProgressDownloadProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_vpn_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartProgressDownloadProgress.ProtoReflect.Descriptor instead.
+func (*StartProgressDownloadProgress) Descriptor() ([]byte, []int) {
+	return file_vpn_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *StartProgressDownloadProgress) GetBytesWritten() uint64 {
+	if x != nil {
+		return x.BytesWritten
+	}
+	return 0
+}
+
+func (x *StartProgressDownloadProgress) GetBytesTotal() uint64 {
+	if x != nil && x.BytesTotal != nil {
+		return *x.BytesTotal
+	}
+	return 0
+}
+
+// StartProgress is broadcast by the service while it handles a StartRequest,
+// before the StartResponse.
+type StartProgress struct {
+	state            protoimpl.MessageState         `protogen:"open.v1"`
+	Stage            StartProgressStage             `protobuf:"varint,1,opt,name=stage,proto3,enum=codervpn.StartProgressStage" json:"stage,omitempty"`
+	DownloadProgress *StartProgressDownloadProgress `protobuf:"bytes,2,opt,name=download_progress,json=downloadProgress,proto3,oneof" json:"download_progress,omitempty"` // only while Downloading
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *StartProgress) Reset() {
+	*x = StartProgress{}
+	mi := &file_vpn_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartProgress) ProtoMessage() {}
+
+func (x *StartProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_vpn_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartProgress.ProtoReflect.Descriptor instead.
+func (*StartProgress) Descriptor() ([]byte, []int) {
+	return file_vpn_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *StartProgress) GetStage() StartProgressStage {
+	if x != nil {
+		return x.Stage
+	}
+	return StartProgressStage_Initializing
+}
+
+func (x *StartProgress) GetDownloadProgress() *StartProgressDownloadProgress {
+	if x != nil {
+		return x.DownloadProgress
+	}
+	return nil
+}
+
+// StatusRequest asks the service for a Status.
+type StatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusRequest) Reset() {
+	*x = StatusRequest{}
+	mi := &file_vpn_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusRequest) ProtoMessage() {}
+
+func (x *StatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_vpn_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
+func (*StatusRequest) Descriptor() ([]byte, []int) {
+	return file_vpn_proto_rawDescGZIP(), []int{21}
+}
+
+// Status is the service's whole picture: where the tunnel is in its life, the
+// last error, and every workspace and agent (only the upserted fields of the
+// PeerUpdate are set; a client replaces what it had).
+type Status struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lifecycle     Status_Lifecycle       `protobuf:"varint,1,opt,name=lifecycle,proto3,enum=codervpn.Status_Lifecycle" json:"lifecycle,omitempty"`
+	ErrorMessage  string                 `protobuf:"bytes,2,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	PeerUpdate    *PeerUpdate            `protobuf:"bytes,3,opt,name=peer_update,json=peerUpdate,proto3" json:"peer_update,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Status) Reset() {
+	*x = Status{}
+	mi := &file_vpn_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Status) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Status) ProtoMessage() {}
+
+func (x *Status) ProtoReflect() protoreflect.Message {
+	mi := &file_vpn_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Status.ProtoReflect.Descriptor instead.
+func (*Status) Descriptor() ([]byte, []int) {
+	return file_vpn_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *Status) GetLifecycle() Status_Lifecycle {
+	if x != nil {
+		return x.Lifecycle
+	}
+	return Status_UNKNOWN
+}
+
+func (x *Status) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+func (x *Status) GetPeerUpdate() *PeerUpdate {
+	if x != nil {
+		return x.PeerUpdate
+	}
+	return nil
 }
 
 // Field is one structured key/value attached to a log line.
@@ -1388,7 +1947,7 @@ type Log_Field struct {
 
 func (x *Log_Field) Reset() {
 	*x = Log_Field{}
-	mi := &file_vpn_proto_msgTypes[17]
+	mi := &file_vpn_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1400,7 +1959,7 @@ func (x *Log_Field) String() string {
 func (*Log_Field) ProtoMessage() {}
 
 func (x *Log_Field) ProtoReflect() protoreflect.Message {
-	mi := &file_vpn_proto_msgTypes[17]
+	mi := &file_vpn_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1413,7 +1972,7 @@ func (x *Log_Field) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Log_Field.ProtoReflect.Descriptor instead.
 func (*Log_Field) Descriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{3, 0}
+	return file_vpn_proto_rawDescGZIP(), []int{5, 0}
 }
 
 func (x *Log_Field) GetName() string {
@@ -1445,7 +2004,7 @@ type NetworkSettingsRequest_DNSSettings struct {
 
 func (x *NetworkSettingsRequest_DNSSettings) Reset() {
 	*x = NetworkSettingsRequest_DNSSettings{}
-	mi := &file_vpn_proto_msgTypes[18]
+	mi := &file_vpn_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1457,7 +2016,7 @@ func (x *NetworkSettingsRequest_DNSSettings) String() string {
 func (*NetworkSettingsRequest_DNSSettings) ProtoMessage() {}
 
 func (x *NetworkSettingsRequest_DNSSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_vpn_proto_msgTypes[18]
+	mi := &file_vpn_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1470,7 +2029,7 @@ func (x *NetworkSettingsRequest_DNSSettings) ProtoReflect() protoreflect.Message
 
 // Deprecated: Use NetworkSettingsRequest_DNSSettings.ProtoReflect.Descriptor instead.
 func (*NetworkSettingsRequest_DNSSettings) Descriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{9, 0}
+	return file_vpn_proto_rawDescGZIP(), []int{11, 0}
 }
 
 func (x *NetworkSettingsRequest_DNSSettings) GetServers() []string {
@@ -1522,7 +2081,7 @@ type NetworkSettingsRequest_IPv4Settings struct {
 
 func (x *NetworkSettingsRequest_IPv4Settings) Reset() {
 	*x = NetworkSettingsRequest_IPv4Settings{}
-	mi := &file_vpn_proto_msgTypes[19]
+	mi := &file_vpn_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1534,7 +2093,7 @@ func (x *NetworkSettingsRequest_IPv4Settings) String() string {
 func (*NetworkSettingsRequest_IPv4Settings) ProtoMessage() {}
 
 func (x *NetworkSettingsRequest_IPv4Settings) ProtoReflect() protoreflect.Message {
-	mi := &file_vpn_proto_msgTypes[19]
+	mi := &file_vpn_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1547,7 +2106,7 @@ func (x *NetworkSettingsRequest_IPv4Settings) ProtoReflect() protoreflect.Messag
 
 // Deprecated: Use NetworkSettingsRequest_IPv4Settings.ProtoReflect.Descriptor instead.
 func (*NetworkSettingsRequest_IPv4Settings) Descriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{9, 1}
+	return file_vpn_proto_rawDescGZIP(), []int{11, 1}
 }
 
 func (x *NetworkSettingsRequest_IPv4Settings) GetAddrs() []string {
@@ -1598,7 +2157,7 @@ type NetworkSettingsRequest_IPv6Settings struct {
 
 func (x *NetworkSettingsRequest_IPv6Settings) Reset() {
 	*x = NetworkSettingsRequest_IPv6Settings{}
-	mi := &file_vpn_proto_msgTypes[20]
+	mi := &file_vpn_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1610,7 +2169,7 @@ func (x *NetworkSettingsRequest_IPv6Settings) String() string {
 func (*NetworkSettingsRequest_IPv6Settings) ProtoMessage() {}
 
 func (x *NetworkSettingsRequest_IPv6Settings) ProtoReflect() protoreflect.Message {
-	mi := &file_vpn_proto_msgTypes[20]
+	mi := &file_vpn_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1623,7 +2182,7 @@ func (x *NetworkSettingsRequest_IPv6Settings) ProtoReflect() protoreflect.Messag
 
 // Deprecated: Use NetworkSettingsRequest_IPv6Settings.ProtoReflect.Descriptor instead.
 func (*NetworkSettingsRequest_IPv6Settings) Descriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{9, 2}
+	return file_vpn_proto_rawDescGZIP(), []int{11, 2}
 }
 
 func (x *NetworkSettingsRequest_IPv6Settings) GetAddrs() []string {
@@ -1666,7 +2225,7 @@ type NetworkSettingsRequest_IPv4Settings_IPv4Route struct {
 
 func (x *NetworkSettingsRequest_IPv4Settings_IPv4Route) Reset() {
 	*x = NetworkSettingsRequest_IPv4Settings_IPv4Route{}
-	mi := &file_vpn_proto_msgTypes[21]
+	mi := &file_vpn_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1678,7 +2237,7 @@ func (x *NetworkSettingsRequest_IPv4Settings_IPv4Route) String() string {
 func (*NetworkSettingsRequest_IPv4Settings_IPv4Route) ProtoMessage() {}
 
 func (x *NetworkSettingsRequest_IPv4Settings_IPv4Route) ProtoReflect() protoreflect.Message {
-	mi := &file_vpn_proto_msgTypes[21]
+	mi := &file_vpn_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1691,7 +2250,7 @@ func (x *NetworkSettingsRequest_IPv4Settings_IPv4Route) ProtoReflect() protorefl
 
 // Deprecated: Use NetworkSettingsRequest_IPv4Settings_IPv4Route.ProtoReflect.Descriptor instead.
 func (*NetworkSettingsRequest_IPv4Settings_IPv4Route) Descriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{9, 1, 0}
+	return file_vpn_proto_rawDescGZIP(), []int{11, 1, 0}
 }
 
 func (x *NetworkSettingsRequest_IPv4Settings_IPv4Route) GetDestination() string {
@@ -1727,7 +2286,7 @@ type NetworkSettingsRequest_IPv6Settings_IPv6Route struct {
 
 func (x *NetworkSettingsRequest_IPv6Settings_IPv6Route) Reset() {
 	*x = NetworkSettingsRequest_IPv6Settings_IPv6Route{}
-	mi := &file_vpn_proto_msgTypes[22]
+	mi := &file_vpn_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1739,7 +2298,7 @@ func (x *NetworkSettingsRequest_IPv6Settings_IPv6Route) String() string {
 func (*NetworkSettingsRequest_IPv6Settings_IPv6Route) ProtoMessage() {}
 
 func (x *NetworkSettingsRequest_IPv6Settings_IPv6Route) ProtoReflect() protoreflect.Message {
-	mi := &file_vpn_proto_msgTypes[22]
+	mi := &file_vpn_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1752,7 +2311,7 @@ func (x *NetworkSettingsRequest_IPv6Settings_IPv6Route) ProtoReflect() protorefl
 
 // Deprecated: Use NetworkSettingsRequest_IPv6Settings_IPv6Route.ProtoReflect.Descriptor instead.
 func (*NetworkSettingsRequest_IPv6Settings_IPv6Route) Descriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{9, 2, 0}
+	return file_vpn_proto_rawDescGZIP(), []int{11, 2, 0}
 }
 
 func (x *NetworkSettingsRequest_IPv6Settings_IPv6Route) GetDestination() string {
@@ -1787,7 +2346,7 @@ type StartRequest_Header struct {
 
 func (x *StartRequest_Header) Reset() {
 	*x = StartRequest_Header{}
-	mi := &file_vpn_proto_msgTypes[23]
+	mi := &file_vpn_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1799,7 +2358,7 @@ func (x *StartRequest_Header) String() string {
 func (*StartRequest_Header) ProtoMessage() {}
 
 func (x *StartRequest_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_vpn_proto_msgTypes[23]
+	mi := &file_vpn_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1812,7 +2371,7 @@ func (x *StartRequest_Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRequest_Header.ProtoReflect.Descriptor instead.
 func (*StartRequest_Header) Descriptor() ([]byte, []int) {
-	return file_vpn_proto_rawDescGZIP(), []int{11, 0}
+	return file_vpn_proto_rawDescGZIP(), []int{13, 0}
 }
 
 func (x *StartRequest_Header) GetName() string {
@@ -1833,7 +2392,20 @@ var File_vpn_proto protoreflect.FileDescriptor
 
 const file_vpn_proto_rawDesc = "" +
 	"\n" +
-	"\tvpn.proto\x12\bcodervpn\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n" +
+	"\tvpn.proto\x12\bcodervpn\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x01\n" +
+	"\rClientMessage\x12\x1f\n" +
+	"\x03rpc\x18\x01 \x01(\v2\r.codervpn.RPCR\x03rpc\x12.\n" +
+	"\x05start\x18\x02 \x01(\v2\x16.codervpn.StartRequestH\x00R\x05start\x12+\n" +
+	"\x04stop\x18\x03 \x01(\v2\x15.codervpn.StopRequestH\x00R\x04stop\x121\n" +
+	"\x06status\x18\x04 \x01(\v2\x17.codervpn.StatusRequestH\x00R\x06statusB\x05\n" +
+	"\x03msg\"\x85\x02\n" +
+	"\x0eServiceMessage\x12\x1f\n" +
+	"\x03rpc\x18\x01 \x01(\v2\r.codervpn.RPCR\x03rpc\x12/\n" +
+	"\x05start\x18\x02 \x01(\v2\x17.codervpn.StartResponseH\x00R\x05start\x12,\n" +
+	"\x04stop\x18\x03 \x01(\v2\x16.codervpn.StopResponseH\x00R\x04stop\x12*\n" +
+	"\x06status\x18\x04 \x01(\v2\x10.codervpn.StatusH\x00R\x06status\x12@\n" +
+	"\x0estart_progress\x18\x05 \x01(\v2\x17.codervpn.StartProgressH\x00R\rstartProgressB\x05\n" +
+	"\x03msg\"=\n" +
 	"\x03RPC\x12\x15\n" +
 	"\x06msg_id\x18\x01 \x01(\x04R\x05msgId\x12\x1f\n" +
 	"\vresponse_to\x18\x02 \x01(\x04R\n" +
@@ -1948,7 +2520,7 @@ const file_vpn_proto_rawDesc = "" +
 	"\x06router\x18\x03 \x01(\tR\x06router\"X\n" +
 	"\x17NetworkSettingsResponse\x12\x18\n" +
 	"\asuccess\x18\x01 \x01(\bR\asuccess\x12#\n" +
-	"\rerror_message\x18\x02 \x01(\tR\ferrorMessage\"\xd9\x02\n" +
+	"\rerror_message\x18\x02 \x01(\tR\ferrorMessage\"\xf3\x02\n" +
 	"\fStartRequest\x124\n" +
 	"\x16tunnel_file_descriptor\x18\x01 \x01(\x05R\x14tunnelFileDescriptor\x12\x1b\n" +
 	"\tcoder_url\x18\x02 \x01(\tR\bcoderUrl\x12\x1b\n" +
@@ -1956,7 +2528,8 @@ const file_vpn_proto_rawDesc = "" +
 	"\aheaders\x18\x04 \x03(\v2\x1d.codervpn.StartRequest.HeaderR\aheaders\x12\x1b\n" +
 	"\tdevice_id\x18\x05 \x01(\tR\bdeviceId\x12\x1b\n" +
 	"\tdevice_os\x18\x06 \x01(\tR\bdeviceOs\x122\n" +
-	"\x15coder_desktop_version\x18\a \x01(\tR\x13coderDesktopVersion\x1a2\n" +
+	"\x15coder_desktop_version\x18\a \x01(\tR\x13coderDesktopVersion\x12\x18\n" +
+	"\apersist\x18d \x01(\bR\apersist\x1a2\n" +
 	"\x06Header\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\"N\n" +
@@ -1968,7 +2541,33 @@ const file_vpn_proto_rawDesc = "" +
 	"\asuccess\x18\x01 \x01(\bR\asuccess\x12#\n" +
 	"\rerror_message\x18\x02 \x01(\tR\ferrorMessage\"\r\n" +
 	"\vWakeRequest\"\x0e\n" +
-	"\fWakeResponseB*Z(github.com/codervpn/codervpn/proto;vpnpbb\x06proto3"
+	"\fWakeResponse\"z\n" +
+	"\x1dStartProgressDownloadProgress\x12#\n" +
+	"\rbytes_written\x18\x01 \x01(\x04R\fbytesWritten\x12$\n" +
+	"\vbytes_total\x18\x02 \x01(\x04H\x00R\n" +
+	"bytesTotal\x88\x01\x01B\x0e\n" +
+	"\f_bytes_total\"\xb4\x01\n" +
+	"\rStartProgress\x122\n" +
+	"\x05stage\x18\x01 \x01(\x0e2\x1c.codervpn.StartProgressStageR\x05stage\x12Y\n" +
+	"\x11download_progress\x18\x02 \x01(\v2'.codervpn.StartProgressDownloadProgressH\x00R\x10downloadProgress\x88\x01\x01B\x14\n" +
+	"\x12_download_progress\"\x0f\n" +
+	"\rStatusRequest\"\xee\x01\n" +
+	"\x06Status\x128\n" +
+	"\tlifecycle\x18\x01 \x01(\x0e2\x1a.codervpn.Status.LifecycleR\tlifecycle\x12#\n" +
+	"\rerror_message\x18\x02 \x01(\tR\ferrorMessage\x125\n" +
+	"\vpeer_update\x18\x03 \x01(\v2\x14.codervpn.PeerUpdateR\n" +
+	"peerUpdate\"N\n" +
+	"\tLifecycle\x12\v\n" +
+	"\aUNKNOWN\x10\x00\x12\f\n" +
+	"\bSTARTING\x10\x01\x12\v\n" +
+	"\aSTARTED\x10\x02\x12\f\n" +
+	"\bSTOPPING\x10\x03\x12\v\n" +
+	"\aSTOPPED\x10\x04*G\n" +
+	"\x12StartProgressStage\x12\x10\n" +
+	"\fInitializing\x10\x00\x12\x0f\n" +
+	"\vDownloading\x10\x01\x12\x0e\n" +
+	"\n" +
+	"Finalizing\x10\x02B*Z(github.com/codervpn/codervpn/proto;vpnpbb\x06proto3"
 
 var (
 	file_vpn_proto_rawDescOnce sync.Once
@@ -1982,76 +2581,97 @@ func file_vpn_proto_rawDescGZIP() []byte {
 	return file_vpn_proto_rawDescData
 }
 
-var file_vpn_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_vpn_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_vpn_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_vpn_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_vpn_proto_goTypes = []any{
-	(Log_Level)(0),                              // 0: codervpn.Log.Level
-	(Workspace_Status)(0),                       // 1: codervpn.Workspace.Status
-	(*RPC)(nil),                                 // 2: codervpn.RPC
-	(*ManagerMessage)(nil),                      // 3: codervpn.ManagerMessage
-	(*TunnelMessage)(nil),                       // 4: codervpn.TunnelMessage
-	(*Log)(nil),                                 // 5: codervpn.Log
-	(*GetPeerUpdate)(nil),                       // 6: codervpn.GetPeerUpdate
-	(*PeerUpdate)(nil),                          // 7: codervpn.PeerUpdate
-	(*Workspace)(nil),                           // 8: codervpn.Workspace
-	(*Agent)(nil),                               // 9: codervpn.Agent
-	(*LastPing)(nil),                            // 10: codervpn.LastPing
-	(*NetworkSettingsRequest)(nil),              // 11: codervpn.NetworkSettingsRequest
-	(*NetworkSettingsResponse)(nil),             // 12: codervpn.NetworkSettingsResponse
-	(*StartRequest)(nil),                        // 13: codervpn.StartRequest
-	(*StartResponse)(nil),                       // 14: codervpn.StartResponse
-	(*StopRequest)(nil),                         // 15: codervpn.StopRequest
-	(*StopResponse)(nil),                        // 16: codervpn.StopResponse
-	(*WakeRequest)(nil),                         // 17: codervpn.WakeRequest
-	(*WakeResponse)(nil),                        // 18: codervpn.WakeResponse
-	(*Log_Field)(nil),                           // 19: codervpn.Log.Field
-	(*NetworkSettingsRequest_DNSSettings)(nil),  // 20: codervpn.NetworkSettingsRequest.DNSSettings
-	(*NetworkSettingsRequest_IPv4Settings)(nil), // 21: codervpn.NetworkSettingsRequest.IPv4Settings
-	(*NetworkSettingsRequest_IPv6Settings)(nil), // 22: codervpn.NetworkSettingsRequest.IPv6Settings
-	(*NetworkSettingsRequest_IPv4Settings_IPv4Route)(nil), // 23: codervpn.NetworkSettingsRequest.IPv4Settings.IPv4Route
-	(*NetworkSettingsRequest_IPv6Settings_IPv6Route)(nil), // 24: codervpn.NetworkSettingsRequest.IPv6Settings.IPv6Route
-	(*StartRequest_Header)(nil),                           // 25: codervpn.StartRequest.Header
-	(*timestamppb.Timestamp)(nil),                         // 26: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),                           // 27: google.protobuf.Duration
+	(StartProgressStage)(0),                     // 0: codervpn.StartProgressStage
+	(Log_Level)(0),                              // 1: codervpn.Log.Level
+	(Workspace_Status)(0),                       // 2: codervpn.Workspace.Status
+	(Status_Lifecycle)(0),                       // 3: codervpn.Status.Lifecycle
+	(*ClientMessage)(nil),                       // 4: codervpn.ClientMessage
+	(*ServiceMessage)(nil),                      // 5: codervpn.ServiceMessage
+	(*RPC)(nil),                                 // 6: codervpn.RPC
+	(*ManagerMessage)(nil),                      // 7: codervpn.ManagerMessage
+	(*TunnelMessage)(nil),                       // 8: codervpn.TunnelMessage
+	(*Log)(nil),                                 // 9: codervpn.Log
+	(*GetPeerUpdate)(nil),                       // 10: codervpn.GetPeerUpdate
+	(*PeerUpdate)(nil),                          // 11: codervpn.PeerUpdate
+	(*Workspace)(nil),                           // 12: codervpn.Workspace
+	(*Agent)(nil),                               // 13: codervpn.Agent
+	(*LastPing)(nil),                            // 14: codervpn.LastPing
+	(*NetworkSettingsRequest)(nil),              // 15: codervpn.NetworkSettingsRequest
+	(*NetworkSettingsResponse)(nil),             // 16: codervpn.NetworkSettingsResponse
+	(*StartRequest)(nil),                        // 17: codervpn.StartRequest
+	(*StartResponse)(nil),                       // 18: codervpn.StartResponse
+	(*StopRequest)(nil),                         // 19: codervpn.StopRequest
+	(*StopResponse)(nil),                        // 20: codervpn.StopResponse
+	(*WakeRequest)(nil),                         // 21: codervpn.WakeRequest
+	(*WakeResponse)(nil),                        // 22: codervpn.WakeResponse
+	(*StartProgressDownloadProgress)(nil),       // 23: codervpn.StartProgressDownloadProgress
+	(*StartProgress)(nil),                       // 24: codervpn.StartProgress
+	(*StatusRequest)(nil),                       // 25: codervpn.StatusRequest
+	(*Status)(nil),                              // 26: codervpn.Status
+	(*Log_Field)(nil),                           // 27: codervpn.Log.Field
+	(*NetworkSettingsRequest_DNSSettings)(nil),  // 28: codervpn.NetworkSettingsRequest.DNSSettings
+	(*NetworkSettingsRequest_IPv4Settings)(nil), // 29: codervpn.NetworkSettingsRequest.IPv4Settings
+	(*NetworkSettingsRequest_IPv6Settings)(nil), // 30: codervpn.NetworkSettingsRequest.IPv6Settings
+	(*NetworkSettingsRequest_IPv4Settings_IPv4Route)(nil), // 31: codervpn.NetworkSettingsRequest.IPv4Settings.IPv4Route
+	(*NetworkSettingsRequest_IPv6Settings_IPv6Route)(nil), // 32: codervpn.NetworkSettingsRequest.IPv6Settings.IPv6Route
+	(*StartRequest_Header)(nil),                           // 33: codervpn.StartRequest.Header
+	(*timestamppb.Timestamp)(nil),                         // 34: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),                           // 35: google.protobuf.Duration
 }
 var file_vpn_proto_depIdxs = []int32{
-	2,  // 0: codervpn.ManagerMessage.rpc:type_name -> codervpn.RPC
-	6,  // 1: codervpn.ManagerMessage.get_peer_update:type_name -> codervpn.GetPeerUpdate
-	12, // 2: codervpn.ManagerMessage.network_settings:type_name -> codervpn.NetworkSettingsResponse
-	13, // 3: codervpn.ManagerMessage.start:type_name -> codervpn.StartRequest
-	15, // 4: codervpn.ManagerMessage.stop:type_name -> codervpn.StopRequest
-	17, // 5: codervpn.ManagerMessage.wake:type_name -> codervpn.WakeRequest
-	2,  // 6: codervpn.TunnelMessage.rpc:type_name -> codervpn.RPC
-	5,  // 7: codervpn.TunnelMessage.log:type_name -> codervpn.Log
-	7,  // 8: codervpn.TunnelMessage.peer_update:type_name -> codervpn.PeerUpdate
-	11, // 9: codervpn.TunnelMessage.network_settings:type_name -> codervpn.NetworkSettingsRequest
-	14, // 10: codervpn.TunnelMessage.start:type_name -> codervpn.StartResponse
-	16, // 11: codervpn.TunnelMessage.stop:type_name -> codervpn.StopResponse
-	18, // 12: codervpn.TunnelMessage.wake:type_name -> codervpn.WakeResponse
-	0,  // 13: codervpn.Log.level:type_name -> codervpn.Log.Level
-	19, // 14: codervpn.Log.fields:type_name -> codervpn.Log.Field
-	8,  // 15: codervpn.PeerUpdate.upserted_workspaces:type_name -> codervpn.Workspace
-	9,  // 16: codervpn.PeerUpdate.upserted_agents:type_name -> codervpn.Agent
-	8,  // 17: codervpn.PeerUpdate.deleted_workspaces:type_name -> codervpn.Workspace
-	9,  // 18: codervpn.PeerUpdate.deleted_agents:type_name -> codervpn.Agent
-	1,  // 19: codervpn.Workspace.status:type_name -> codervpn.Workspace.Status
-	26, // 20: codervpn.Agent.last_handshake:type_name -> google.protobuf.Timestamp
-	10, // 21: codervpn.Agent.last_ping:type_name -> codervpn.LastPing
-	27, // 22: codervpn.LastPing.latency:type_name -> google.protobuf.Duration
-	27, // 23: codervpn.LastPing.preferred_derp_latency:type_name -> google.protobuf.Duration
-	20, // 24: codervpn.NetworkSettingsRequest.dns_settings:type_name -> codervpn.NetworkSettingsRequest.DNSSettings
-	21, // 25: codervpn.NetworkSettingsRequest.ipv4_settings:type_name -> codervpn.NetworkSettingsRequest.IPv4Settings
-	22, // 26: codervpn.NetworkSettingsRequest.ipv6_settings:type_name -> codervpn.NetworkSettingsRequest.IPv6Settings
-	25, // 27: codervpn.StartRequest.headers:type_name -> codervpn.StartRequest.Header
-	23, // 28: codervpn.NetworkSettingsRequest.IPv4Settings.included_routes:type_name -> codervpn.NetworkSettingsRequest.IPv4Settings.IPv4Route
-	23, // 29: codervpn.NetworkSettingsRequest.IPv4Settings.excluded_routes:type_name -> codervpn.NetworkSettingsRequest.IPv4Settings.IPv4Route
-	24, // 30: codervpn.NetworkSettingsRequest.IPv6Settings.included_routes:type_name -> codervpn.NetworkSettingsRequest.IPv6Settings.IPv6Route
-	24, // 31: codervpn.NetworkSettingsRequest.IPv6Settings.excluded_routes:type_name -> codervpn.NetworkSettingsRequest.IPv6Settings.IPv6Route
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	6,  // 0: codervpn.ClientMessage.rpc:type_name -> codervpn.RPC
+	17, // 1: codervpn.ClientMessage.start:type_name -> codervpn.StartRequest
+	19, // 2: codervpn.ClientMessage.stop:type_name -> codervpn.StopRequest
+	25, // 3: codervpn.ClientMessage.status:type_name -> codervpn.StatusRequest
+	6,  // 4: codervpn.ServiceMessage.rpc:type_name -> codervpn.RPC
+	18, // 5: codervpn.ServiceMessage.start:type_name -> codervpn.StartResponse
+	20, // 6: codervpn.ServiceMessage.stop:type_name -> codervpn.StopResponse
+	26, // 7: codervpn.ServiceMessage.status:type_name -> codervpn.Status
+	24, // 8: codervpn.ServiceMessage.start_progress:type_name -> codervpn.StartProgress
+	6,  // 9: codervpn.ManagerMessage.rpc:type_name -> codervpn.RPC
+	10, // 10: codervpn.ManagerMessage.get_peer_update:type_name -> codervpn.GetPeerUpdate
+	16, // 11: codervpn.ManagerMessage.network_settings:type_name -> codervpn.NetworkSettingsResponse
+	17, // 12: codervpn.ManagerMessage.start:type_name -> codervpn.StartRequest
+	19, // 13: codervpn.ManagerMessage.stop:type_name -> codervpn.StopRequest
+	21, // 14: codervpn.ManagerMessage.wake:type_name -> codervpn.WakeRequest
+	6,  // 15: codervpn.TunnelMessage.rpc:type_name -> codervpn.RPC
+	9,  // 16: codervpn.TunnelMessage.log:type_name -> codervpn.Log
+	11, // 17: codervpn.TunnelMessage.peer_update:type_name -> codervpn.PeerUpdate
+	15, // 18: codervpn.TunnelMessage.network_settings:type_name -> codervpn.NetworkSettingsRequest
+	18, // 19: codervpn.TunnelMessage.start:type_name -> codervpn.StartResponse
+	20, // 20: codervpn.TunnelMessage.stop:type_name -> codervpn.StopResponse
+	22, // 21: codervpn.TunnelMessage.wake:type_name -> codervpn.WakeResponse
+	1,  // 22: codervpn.Log.level:type_name -> codervpn.Log.Level
+	27, // 23: codervpn.Log.fields:type_name -> codervpn.Log.Field
+	12, // 24: codervpn.PeerUpdate.upserted_workspaces:type_name -> codervpn.Workspace
+	13, // 25: codervpn.PeerUpdate.upserted_agents:type_name -> codervpn.Agent
+	12, // 26: codervpn.PeerUpdate.deleted_workspaces:type_name -> codervpn.Workspace
+	13, // 27: codervpn.PeerUpdate.deleted_agents:type_name -> codervpn.Agent
+	2,  // 28: codervpn.Workspace.status:type_name -> codervpn.Workspace.Status
+	34, // 29: codervpn.Agent.last_handshake:type_name -> google.protobuf.Timestamp
+	14, // 30: codervpn.Agent.last_ping:type_name -> codervpn.LastPing
+	35, // 31: codervpn.LastPing.latency:type_name -> google.protobuf.Duration
+	35, // 32: codervpn.LastPing.preferred_derp_latency:type_name -> google.protobuf.Duration
+	28, // 33: codervpn.NetworkSettingsRequest.dns_settings:type_name -> codervpn.NetworkSettingsRequest.DNSSettings
+	29, // 34: codervpn.NetworkSettingsRequest.ipv4_settings:type_name -> codervpn.NetworkSettingsRequest.IPv4Settings
+	30, // 35: codervpn.NetworkSettingsRequest.ipv6_settings:type_name -> codervpn.NetworkSettingsRequest.IPv6Settings
+	33, // 36: codervpn.StartRequest.headers:type_name -> codervpn.StartRequest.Header
+	0,  // 37: codervpn.StartProgress.stage:type_name -> codervpn.StartProgressStage
+	23, // 38: codervpn.StartProgress.download_progress:type_name -> codervpn.StartProgressDownloadProgress
+	3,  // 39: codervpn.Status.lifecycle:type_name -> codervpn.Status.Lifecycle
+	11, // 40: codervpn.Status.peer_update:type_name -> codervpn.PeerUpdate
+	31, // 41: codervpn.NetworkSettingsRequest.IPv4Settings.included_routes:type_name -> codervpn.NetworkSettingsRequest.IPv4Settings.IPv4Route
+	31, // 42: codervpn.NetworkSettingsRequest.IPv4Settings.excluded_routes:type_name -> codervpn.NetworkSettingsRequest.IPv4Settings.IPv4Route
+	32, // 43: codervpn.NetworkSettingsRequest.IPv6Settings.included_routes:type_name -> codervpn.NetworkSettingsRequest.IPv6Settings.IPv6Route
+	32, // 44: codervpn.NetworkSettingsRequest.IPv6Settings.excluded_routes:type_name -> codervpn.NetworkSettingsRequest.IPv6Settings.IPv6Route
+	45, // [45:45] is the sub-list for method output_type
+	45, // [45:45] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_vpn_proto_init() }
@@ -2059,14 +2679,25 @@ func file_vpn_proto_init() {
 	if File_vpn_proto != nil {
 		return
 	}
+	file_vpn_proto_msgTypes[0].OneofWrappers = []any{
+		(*ClientMessage_Start)(nil),
+		(*ClientMessage_Stop)(nil),
+		(*ClientMessage_Status)(nil),
+	}
 	file_vpn_proto_msgTypes[1].OneofWrappers = []any{
+		(*ServiceMessage_Start)(nil),
+		(*ServiceMessage_Stop)(nil),
+		(*ServiceMessage_Status)(nil),
+		(*ServiceMessage_StartProgress)(nil),
+	}
+	file_vpn_proto_msgTypes[3].OneofWrappers = []any{
 		(*ManagerMessage_GetPeerUpdate)(nil),
 		(*ManagerMessage_NetworkSettings)(nil),
 		(*ManagerMessage_Start)(nil),
 		(*ManagerMessage_Stop)(nil),
 		(*ManagerMessage_Wake)(nil),
 	}
-	file_vpn_proto_msgTypes[2].OneofWrappers = []any{
+	file_vpn_proto_msgTypes[4].OneofWrappers = []any{
 		(*TunnelMessage_Log)(nil),
 		(*TunnelMessage_PeerUpdate)(nil),
 		(*TunnelMessage_NetworkSettings)(nil),
@@ -2074,15 +2705,17 @@ func file_vpn_proto_init() {
 		(*TunnelMessage_Stop)(nil),
 		(*TunnelMessage_Wake)(nil),
 	}
-	file_vpn_proto_msgTypes[7].OneofWrappers = []any{}
-	file_vpn_proto_msgTypes[8].OneofWrappers = []any{}
+	file_vpn_proto_msgTypes[9].OneofWrappers = []any{}
+	file_vpn_proto_msgTypes[10].OneofWrappers = []any{}
+	file_vpn_proto_msgTypes[19].OneofWrappers = []any{}
+	file_vpn_proto_msgTypes[20].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vpn_proto_rawDesc), len(file_vpn_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   24,
+			NumEnums:      4,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -38,7 +38,10 @@ var errHelp = errors.New("help requested")
 const mainUsage = `codervpn puts your Coder workspaces on this machine's network.
 
 Usage:
-  codervpn up       connect: create the TUN device, start the tunnel, show status
+  codervpn up       connect (through the codervpn service, or in the foreground as root)
+  codervpn status   show the service's tunnel: workspaces, agents, latency
+  codervpn down     disconnect the service's tunnel
+  codervpn service  the system service that owns the tunnel (root, under systemd)
   codervpn daemon   run the tunnel core on inherited fds (for a managing process)
   codervpn vpn-daemon run
                     the same, under the command line Coder Desktop spawns
@@ -47,6 +50,9 @@ Usage:
 
 Run 'codervpn <command> --help' for the flags of a command.
 `
+
+// defaultSocket is where the codervpn service listens.
+const defaultSocket = "/run/codervpn/codervpn.sock"
 
 // Backends: where the tunnel core runs while `up` plays the manager.
 const (
@@ -70,6 +76,15 @@ type upConfig struct {
 	// NetNS, if set, is the path of a network namespace to put the TUN in
 	// (the tunnel itself keeps using this process's network).
 	NetNS string
+	// Foreground runs the tunnel in this process (root) instead of asking
+	// the service: --foreground, or any flag only a foreground tunnel has.
+	Foreground bool
+	// Socket is the service's socket (--socket, CODERVPN_SOCKET).
+	Socket string
+	// Follow keeps printing the status after connecting (service mode).
+	Follow bool
+	// Persist asks the service to keep the login across restarts.
+	Persist bool
 }
 
 // parseUpFlags reads `up`'s flags, with the Coder CLI's environment
@@ -92,6 +107,10 @@ func parseUpFlags(args []string, getenv func(string) string, usageOut io.Writer)
 	fs.StringVar(&cfg.Lib, "lib", "", "with --backend=dylib: path of libcodervpn.so (default: next to this executable)")
 	fs.StringVar(&cfg.DLHost, "dlhost", "", "with --backend=dylib: path of the dlhost C host (default: next to this executable)")
 	fs.StringVar(&netns, "netns", "", "create the TUN in this network namespace (a name from 'ip netns list', or a path) instead of this process's")
+	fs.BoolVar(&cfg.Foreground, "foreground", false, "run the tunnel in this process (needs root) instead of asking the codervpn service")
+	fs.StringVar(&cfg.Socket, "socket", "", "the codervpn service's socket (env CODERVPN_SOCKET; default "+defaultSocket+")")
+	fs.BoolVar(&cfg.Follow, "follow", false, "with the service: keep printing the status after connecting, until Ctrl-C")
+	fs.BoolVar(&cfg.Persist, "persist", false, "with the service: keep the login so the tunnel comes back after a reboot (until `codervpn down`)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printUsage(usageOut, "codervpn up [flags]",
@@ -108,11 +127,37 @@ func parseUpFlags(args []string, getenv func(string) string, usageOut io.Writer)
 		return cfg, &usageError{msg: headers.err.Error()}
 	}
 
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "tun-name", "backend", "lib", "dlhost", "netns":
+			cfg.Foreground = true
+		}
+	})
+	if cfg.Socket == "" {
+		cfg.Socket = getenv("CODERVPN_SOCKET")
+	}
+	if cfg.Socket == "" {
+		cfg.Socket = defaultSocket
+	}
+
 	if rawURL == "" {
 		rawURL = getenv("CODER_URL")
 	}
-	if rawURL == "" {
-		return cfg, usagef("no deployment URL: pass --url https://coder.example.com or set CODER_URL")
+	if token == "" {
+		token = getenv("CODER_SESSION_TOKEN")
+	}
+	// Without a URL or a token, the login the user already has from
+	// `coder login`.
+	if rawURL == "" || strings.TrimSpace(token) == "" {
+		login, lerr := readCoderLogin(getenv)
+		switch {
+		case rawURL == "" && lerr != nil:
+			return cfg, usagef("no deployment URL: pass --url https://coder.example.com or set CODER_URL; %v", lerr)
+		case rawURL == "":
+			rawURL, token = login.URL, login.Token
+		case lerr == nil && strings.TrimSuffix(login.URL, "/") == strings.TrimSuffix(strings.TrimSpace(rawURL), "/"):
+			token = login.Token
+		}
 	}
 	u, err := checkURL(rawURL)
 	if err != nil {
@@ -120,11 +165,8 @@ func parseUpFlags(args []string, getenv func(string) string, usageOut io.Writer)
 	}
 	cfg.URL = u
 
-	if token == "" {
-		token = getenv("CODER_SESSION_TOKEN")
-	}
 	if strings.TrimSpace(token) == "" {
-		return cfg, usagef("no session token: pass --token or set CODER_SESSION_TOKEN (create one with `coder tokens create`)")
+		return cfg, usagef("no session token: pass --token or set CODER_SESSION_TOKEN (create one with `coder tokens create`), or run `coder login %s`", u.Redacted())
 	}
 	if strings.ContainsAny(token, "\r\n") {
 		return cfg, usagef("the session token contains a line break; copy it again without one")

@@ -29,6 +29,8 @@ type linkConfig struct {
 	Backend  backendConfig
 	Out      *output
 	Timeline *timeline
+	// OnPeerUpdate, if set, gets the tunnel's PeerUpdates (the service).
+	OnPeerUpdate func(*vpnpb.PeerUpdate)
 }
 
 // link is a running session: a device, the tunnel on it, and the manager
@@ -64,10 +66,11 @@ func bringUp(ctx context.Context, dev device, cfg linkConfig) (_ *link, err erro
 
 	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	l.mgr, err = newManager(hctx, mgrR, mgrW, managerConfig{
-		Settings: dev,
-		Out:      cfg.Out,
-		MinLog:   cfg.Backend.LogLevel.Proto,
-		Timeline: cfg.Timeline,
+		Settings:     dev,
+		Out:          cfg.Out,
+		MinLog:       cfg.Backend.LogLevel.Proto,
+		Timeline:     cfg.Timeline,
+		OnPeerUpdate: cfg.OnPeerUpdate,
 		// With debug logs, a person wants to see everything as it happens.
 		HoldLogs: cfg.Backend.LogLevel.Proto > vpnpb.Log_DEBUG,
 	})

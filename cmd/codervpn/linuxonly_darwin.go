@@ -23,3 +23,15 @@ func linuxOnly(cmd string, stderr io.Writer) int {
 		"and runs the tunnel as 'codervpn vpn-daemon run' (as Coder Desktop does) or loads libcodervpn.dylib\n", cmd)
 	return exitError
 }
+
+func cmdStatus(_ []string, _ func(string) string, _, stderr io.Writer) int {
+	return linuxOnly("status", stderr)
+}
+
+func cmdDown(_ []string, _ func(string) string, _, stderr io.Writer) int {
+	return linuxOnly("down", stderr)
+}
+
+func cmdService(_ []string, _ func(string) string, _, stderr io.Writer) int {
+	return linuxOnly("service", stderr)
+}

@@ -32,6 +32,9 @@ type managerConfig struct {
 	// success they are printed then, on failure dropped, because the
 	// StartResponse's message says in one line what the logs say in many.
 	HoldLogs bool
+	// OnPeerUpdate, if set, gets each PeerUpdate as the tunnel sent it (the
+	// service keeps its own picture for its clients).
+	OnPeerUpdate func(*vpnpb.PeerUpdate)
 }
 
 // maxHeldLogs bounds the logs held back during Start.
@@ -138,6 +141,9 @@ func (m *cliManager) onLog(l *vpnpb.Log) {
 // onPeerUpdate merges a PeerUpdate into the picture and shows the table.
 func (m *cliManager) onPeerUpdate(u *vpnpb.PeerUpdate) {
 	m.cfg.Timeline.mark(milestonePeers, describePeerUpdate(u))
+	if m.cfg.OnPeerUpdate != nil {
+		m.cfg.OnPeerUpdate(u)
+	}
 	m.mu.Lock()
 	_ = m.peers.Apply(u) // records a manager cannot key are left out of the table
 	rows := status.Rows(m.peers, time.Now())

@@ -20,6 +20,12 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	switch args[0] {
 	case "up":
 		return cmdUp(args[1:], getenv, stdout, stderr)
+	case "status":
+		return cmdStatus(args[1:], getenv, stdout, stderr)
+	case "down":
+		return cmdDown(args[1:], getenv, stdout, stderr)
+	case "service":
+		return cmdService(args[1:], getenv, stdout, stderr)
 	case "daemon":
 		return cmdDaemon(args[1:], getenv, stdout, stderr)
 	case "vpn-daemon":

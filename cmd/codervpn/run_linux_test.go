@@ -17,7 +17,7 @@ func TestRunUsage(t *testing.T) {
 		out, err string
 	}{
 		{"no command", nil, exitUsage, "", "codervpn puts your Coder workspaces"},
-		{"unknown command", []string{"down"}, exitUsage, "", `unknown command "down"`},
+		{"unknown command", []string{"sideways"}, exitUsage, "", `unknown command "sideways"`},
 		{"help", []string{"--help"}, exitOK, "codervpn up", ""},
 		{"up help", []string{"up", "--help"}, exitOK, "-tun-name", ""},
 		{"up usage error", []string{"up"}, exitUsage, "", "codervpn up: no deployment URL"},

@@ -32,6 +32,18 @@ func cmdUp(args []string, getenv func(string) string, stdout, stderr io.Writer) 
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 
+	if !cfg.Foreground {
+		err := runServiceUp(cfg, out, sigs)
+		if !errors.Is(err, errNoService) || os.Geteuid() != 0 {
+			if err != nil {
+				fmt.Fprintf(stderr, "codervpn up: %v\n", err)
+				return exitError
+			}
+			return exitOK
+		}
+		// `sudo codervpn up` without a service: a tunnel in this terminal.
+		out.notice("no codervpn service runs; running the tunnel in this terminal")
+	}
 	if err := runUp(cfg, out, sigs); err != nil {
 		if cfg.JSON {
 			out.Emit(status.Event{Type: status.EventError, Message: err.Error()})

@@ -12,6 +12,14 @@
 // network engine and sends TunnelMessages. Manager and Tunnel are the two
 // ends; NewManager and NewTunnel make them.
 //
+// The same engine carries a second pair: a client (codervpn up/down/status,
+// Coder Desktop's app on Windows) and the service that owns the tunnel,
+// exchanging ClientMessages and ServiceMessages (Start, Stop, Status and the
+// broadcast StartProgress and Status). NewClient and NewService make them;
+// they announce roles "client" and "service", offer ServiceVersion (1.1,
+// numbered apart from the tunnel protocol) and refuse zero-length frames
+// (ErrEmptyFrame), as Coder Desktop's service does.
+//
 // # Handshake
 //
 // Both sides write one line at once, and read the other's:

@@ -35,6 +35,10 @@ var (
 	// ErrCorruptFrame: the payload is not a valid protobuf message of the
 	// expected type.
 	ErrCorruptFrame = errors.New("CoderVPN frame payload cannot be decoded")
+	// ErrEmptyFrame: a zero-length frame between client and service, which
+	// Coder Desktop's service refuses too (an empty message says nothing,
+	// and a stream of them is a cheap way to keep a reader busy).
+	ErrEmptyFrame = errors.New("CoderVPN frame is empty")
 )
 
 // encodeFrame returns the complete frame for msg (length prefix and payload)
@@ -58,6 +62,12 @@ func encodeFrame(msg proto.Message) ([]byte, error) {
 // boundary an end of stream is the peer finishing cleanly and comes back as
 // exactly io.EOF; anywhere else it is ErrTruncatedFrame.
 func readFrame(r io.Reader, msg proto.Message) error {
+	return readFrameOpts(r, msg, false)
+}
+
+// readFrameOpts is readFrame that, with refuseEmpty, fails a zero-length
+// frame with ErrEmptyFrame.
+func readFrameOpts(r io.Reader, msg proto.Message, refuseEmpty bool) error {
 	var hdr [frameHeaderLen]byte
 	n, err := io.ReadFull(r, hdr[:])
 	switch {
@@ -72,6 +82,9 @@ func readFrame(r io.Reader, msg proto.Message) error {
 	size := binary.BigEndian.Uint32(hdr[:])
 	if size > MaxFrameSize {
 		return fmt.Errorf("%w: peer announced a %d-byte frame; the limit is %d", ErrFrameTooLarge, size, MaxFrameSize)
+	}
+	if size == 0 && refuseEmpty {
+		return fmt.Errorf("%w: a zero-length %s", ErrEmptyFrame, msg.ProtoReflect().Descriptor().Name())
 	}
 	payload, err := readPayload(r, int(size))
 	if err != nil {

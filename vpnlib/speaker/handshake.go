@@ -20,14 +20,30 @@ const (
 	RoleManager Role = "manager"
 	// RoleTunnel is the engine side: it sends TunnelMessages.
 	RoleTunnel Role = "tunnel"
+	// RoleClient is a program driving the service that owns the tunnel
+	// (codervpn up/down/status; Coder Desktop's app on Windows): it sends
+	// ClientMessages.
+	RoleClient Role = "client"
+	// RoleService is the service that owns the tunnel and answers clients:
+	// it sends ServiceMessages.
+	RoleService Role = "service"
 )
+
+// clientService reports whether r is a role of the client/service leg.
+func (r Role) clientService() bool { return r == RoleClient || r == RoleService }
 
 // other returns the role the peer must announce.
 func (r Role) other() Role {
-	if r == RoleManager {
+	switch r {
+	case RoleManager:
 		return RoleTunnel
+	case RoleTunnel:
+		return RoleManager
+	case RoleClient:
+		return RoleService
+	default:
+		return RoleClient
 	}
-	return RoleManager
 }
 
 const (

@@ -240,8 +240,18 @@ func (s *Speaker[S, R]) prepare(msg S, rpc *vpnpb.RPC) (proto.Message, error) {
 			return nil, errors.New("nil message")
 		}
 		return gateTunnelMessage(s.version, &vpnpb.TunnelMessage{Rpc: rpc, Msg: m.Msg})
+	case *vpnpb.ClientMessage:
+		if m == nil {
+			return nil, errors.New("nil message")
+		}
+		return &vpnpb.ClientMessage{Rpc: rpc, Msg: m.Msg}, nil
+	case *vpnpb.ServiceMessage:
+		if m == nil {
+			return nil, errors.New("nil message")
+		}
+		return &vpnpb.ServiceMessage{Rpc: rpc, Msg: m.Msg}, nil
 	default:
-		return nil, fmt.Errorf("cannot send %T: not a ManagerMessage or TunnelMessage", msg)
+		return nil, fmt.Errorf("cannot send %T: not a CoderVPN message", msg)
 	}
 }
 

@@ -116,6 +116,14 @@ type Tunnel = Speaker[*vpnpb.TunnelMessage, *vpnpb.ManagerMessage]
 // one): it sends ManagerMessages and receives TunnelMessages.
 type Manager = Speaker[*vpnpb.ManagerMessage, *vpnpb.TunnelMessage]
 
+// Client is a client's end of a session with the service: it sends
+// ClientMessages and receives ServiceMessages.
+type Client = Speaker[*vpnpb.ClientMessage, *vpnpb.ServiceMessage]
+
+// Service is the service's end of a session with one client: it sends
+// ServiceMessages and receives ClientMessages.
+type Service = Speaker[*vpnpb.ServiceMessage, *vpnpb.ClientMessage]
+
 // NewTunnel performs the handshake as the tunnel (bounded by ctx, which
 // does not bound the session after that) and starts reading. The speaker owns
 // r and w from now on, also on error: it closes both when the handshake fails
@@ -133,6 +141,22 @@ func NewManager(ctx context.Context, r io.ReadCloser, w io.WriteCloser,
 	opts Options[*vpnpb.TunnelMessage],
 ) (*Manager, error) {
 	return newSpeaker[*vpnpb.ManagerMessage](ctx, RoleManager, r, w, opts)
+}
+
+// NewClient is NewTunnel for a client of the service. Client and service
+// speak their own protocol version (ServiceVersion when Options.Versions is
+// empty) and refuse zero-length frames; the engine is the same.
+func NewClient(ctx context.Context, r io.ReadCloser, w io.WriteCloser,
+	opts Options[*vpnpb.ServiceMessage],
+) (*Client, error) {
+	return newSpeaker[*vpnpb.ClientMessage](ctx, RoleClient, r, w, opts)
+}
+
+// NewService is NewClient for the service's end of one client's session.
+func NewService(ctx context.Context, r io.ReadCloser, w io.WriteCloser,
+	opts Options[*vpnpb.ClientMessage],
+) (*Service, error) {
+	return newSpeaker[*vpnpb.ServiceMessage](ctx, RoleService, r, w, opts)
 }
 
 func newSpeaker[S, R Message](ctx context.Context, role Role, r io.ReadCloser, w io.WriteCloser,
@@ -155,6 +179,9 @@ func newSpeaker[S, R Message](ctx context.Context, role Role, r io.ReadCloser, w
 	versions := opts.Versions
 	if len(versions) == 0 {
 		versions = []Version{CurrentVersion}
+		if role.clientService() {
+			versions = []Version{ServiceVersion}
+		}
 	}
 	if err := validateVersionList(versions); err != nil {
 		s.closeBoth()
@@ -286,7 +313,7 @@ func (s *Speaker[S, R]) readLoop() {
 			s.read.caughtUp.Raise(s.read.dispatched.Load())
 		}
 		msg := s.newR()
-		if err := readFrame(br, msg); err != nil {
+		if err := readFrameOpts(br, msg, s.role.clientService()); err != nil {
 			if errors.Is(err, io.EOF) {
 				err = fmt.Errorf("peer closed the CoderVPN connection: %w", err)
 			} else {

@@ -26,6 +26,12 @@ var (
 	Version13 = Version{1, 3}
 )
 
+// ServiceVersion is the version of the client/service protocol (the
+// ClientMessage/ServiceMessage pair) that we speak: Coder Desktop for
+// Windows' RpcVersion.Current. It is numbered apart from the
+// manager/tunnel protocol.
+var ServiceVersion = Version{1, 1}
+
 // CurrentVersion is the newest protocol version this implementation speaks,
 // and what a speaker offers when Options.Versions is empty.
 var CurrentVersion = Version13
