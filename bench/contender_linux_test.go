@@ -84,17 +84,21 @@ var (
 	coderErr  error
 )
 
-// coderBinary builds bench/internal/codertunnel once per run.
+// coderBinary is Coder's tunnel program: the one `make bench` built
+// (CODERVPN_CODERTUNNEL), or bench/internal/codertunnel built once per run.
 func coderBinary(b *testing.B) string {
 	b.Helper()
 	coderOnce.Do(func() {
+		if coderBin = os.Getenv("CODERVPN_CODERTUNNEL"); coderBin != "" {
+			return
+		}
 		dir, err := os.MkdirTemp("", "codervpn-bench-coder-")
 		if err != nil {
 			coderErr = err
 			return
 		}
 		coderBin = filepath.Join(dir, "codertunnel")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", coderBin, "./internal/codertunnel")
+		cmd := exec.Command("go", "build", "-o", coderBin, "./internal/codertunnel")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			coderErr = fmt.Errorf("build Coder's tunnel (bench/internal/codertunnel): %w\n%s", err, out)
 		}
@@ -110,7 +114,7 @@ func coderBinary(b *testing.B) string {
 func launchCoder(ctx context.Context, b *testing.B) *tunnelProc {
 	b.Helper()
 	bin := coderBinary(b)
-	h := hosttest.New(b, hosttest.Options{})
+	h := hosttest.New(b, hosttest.Options{MergeSettings: true})
 	tun, rd, wr := h.TunnelFiles()
 	var stderr lockedBuffer
 	cmd := exec.Command(bin)
@@ -252,4 +256,29 @@ func peakAnon(pid int) (stop func() int64) {
 		close(done)
 		return <-peak
 	}
+}
+
+// anonInFiles is the anonymous memory of pid that lies in mappings of
+// files (/proc/PID/smaps): pages of a binary or library written after it
+// was mapped, such as a shared library's relocated data (.data.rel.ro),
+// which count in RssAnon but are not heap.
+func anonInFiles(pid int) (int64, error) {
+	smaps, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	inFile := false
+	for _, line := range strings.Split(string(smaps), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) >= 5 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
+			inFile = len(fields) >= 6 && strings.HasPrefix(fields[5], "/")
+			continue
+		}
+		if inFile && len(fields) >= 2 && fields[0] == "Anonymous:" {
+			n, _ := strconv.ParseInt(fields[1], 10, 64)
+			total += n
+		}
+	}
+	return total, nil
 }

@@ -79,6 +79,15 @@ func benchVersusSteady(b *testing.B) {
 	vs(fmt.Sprintf("idle CPU, 3 agents (%s window)", idleWindow), cpu[0], cpu[1], fmtCore, "")
 	vs("idle wake-ups (context switches) per minute, 3 agents", wake[0], wake[1], fmtN, "<= 0.5")
 	vs("anonymous memory (RssAnon), idle, 3 agents", anon[0], anon[1], fmtMiB, "<= 0.5")
+	var inFiles []float64
+	for _, p := range ps {
+		kb, err := anonInFiles(p.pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		inFiles = append(inFiles, float64(kb))
+	}
+	vs("  of which in file mappings (a library's relocated data; not heap)", inFiles[0], inFiles[1], fmtMiB, "")
 
 	costs := transfer(ctx, b, ps, w.agents[0], 64<<20)
 	rate := func(i int) float64 { return median(costs[i].rates) }
