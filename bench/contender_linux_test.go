@@ -50,7 +50,9 @@ func contenders() []contender {
 // on a new host's fds, and handshakes.
 func launchOurs(ctx context.Context, b *testing.B) *tunnelProc {
 	b.Helper()
-	host := startCHost(b, "")
+	// CODERVPN_BENCH_OURS_ENV (one NAME=value) goes to our process only:
+	// how a lever such as GOGC is measured against the same baseline.
+	host := startCHost(b, os.Getenv("CODERVPN_BENCH_OURS_ENV"))
 	h, handle := connectCHost(ctx, b, host)
 	var once sync.Once
 	var endErr error

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -228,8 +229,8 @@ func benchVersusScale(b *testing.B) {
 		}
 		_ = p.end()
 		if note := exitedBadly(p); note != "" && p.stderr() != "" {
-			stopNote[i] += " " + note
-			b.Logf("%s at %d agents: %s", c.name, scaleAgents, note)
+			stopNote[i] = strings.TrimSpace(stopNote[i] + " " + note)
+			b.Logf("%s at %d agents: %s", c.name, scaleAgents, panicTrace(p.stderr()))
 		}
 	}
 	vs(fmt.Sprintf("StartRequest → PeerUpdates listing all %d agents", scaleAgents), full[0], full[1], fmtMS, "")
@@ -241,4 +242,15 @@ func benchVersusScale(b *testing.B) {
 			report(row{"vs Coder", fmt.Sprintf("  %s's stop at %d agents", cs[i].name, scaleAgents), note, "", "", ""})
 		}
 	}
+}
+
+// panicTrace is the panic in a process's stderr and the first frames of
+// the goroutine that panicked.
+func panicTrace(stderr string) string {
+	i := strings.Index(stderr, "panic: ")
+	if i < 0 {
+		return "no panic in its stderr"
+	}
+	lines := strings.Split(stderr[i:], "\n")
+	return strings.Join(lines[:min(len(lines), 14)], "\n")
 }
