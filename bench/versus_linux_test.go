@@ -140,9 +140,11 @@ func startAll(ctx context.Context, b *testing.B, d *vpntest.Deployment, want int
 }
 
 // idle watches every process over idleWindow, side by side, and returns
-// each one's share of a core, context switches per minute and anonymous
-// memory at the end.
-func idle(b *testing.B, ps []*tunnelProc) (cpu, wakeups, anonKB []float64) {
+// each one's share of a core, its wake-ups per minute (voluntary context
+// switches: a thread that slept and was woken), all its context switches
+// per minute (the involuntary ones grow with the machine's load) and its
+// anonymous memory at the end.
+func idle(b *testing.B, ps []*tunnelProc) (cpu, wakeups, switches, anonKB []float64) {
 	b.Helper()
 	before := make([]procSample, len(ps))
 	for i, p := range ps {
@@ -161,10 +163,11 @@ func idle(b *testing.B, ps []*tunnelProc) (cpu, wakeups, anonKB []float64) {
 			b.Fatal(err)
 		}
 		cpu = append(cpu, (s.cpu-before[i].cpu).Seconds()/window.Seconds())
-		wakeups = append(wakeups, float64(s.switches()-before[i].switches())/window.Minutes())
+		wakeups = append(wakeups, float64(s.voluntary-before[i].voluntary)/window.Minutes())
+		switches = append(switches, float64(s.switches()-before[i].switches())/window.Minutes())
 		anonKB = append(anonKB, float64(s.anonKB))
 	}
-	return cpu, wakeups, anonKB
+	return cpu, wakeups, switches, anonKB
 }
 
 func fmtCore(v float64) string { return fmt.Sprintf("%.2f %% of a core", v*100) }
