@@ -33,6 +33,7 @@ func BenchmarkVersusCoder(b *testing.B) {
 	b.Run("start", benchVersusStart)
 	b.Run("steady", benchVersusSteady)
 	b.Run("derp", benchVersusDERP)
+	b.Run("idle0", benchVersusIdleNoSession)
 	b.Run("idle100", benchVersusIdle100)
 	b.Run("scale", benchVersusScale)
 }

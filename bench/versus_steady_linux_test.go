@@ -166,6 +166,24 @@ func benchVersusDERP(b *testing.B) {
 	vs("tunnel process CPU per GB, DERP", cpuPerGB(0), cpuPerGB(1), func(v float64) string { return fmt.Sprintf("%.1f s", v) }, "")
 }
 
+// benchVersusIdleNoSession: both processes idle side by side after the
+// handshake, before any StartRequest: the floor of each process (its Go
+// runtime, and for ours the C host and the library loaded), under the
+// figures with agents.
+func benchVersusIdleNoSession(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var ps []*tunnelProc
+	for _, c := range contenders() {
+		ps = append(ps, c.launch(ctx, b))
+	}
+	time.Sleep(settle) // let the process start's work finish before the idle window
+	cpu, wake, _, anon := idle(b, ps)
+	vs("idle CPU, no session (after the handshake, before a StartRequest)", cpu[0], cpu[1], fmtCore, "")
+	vs("idle wake-ups (voluntary) per minute, no session", wake[0], wake[1], fmtN, "")
+	vs("anonymous memory, no session", anon[0], anon[1], fmtMiB, "")
+}
+
 // benchVersusIdle100: both tunnels idle side by side, to 100 stub agents.
 func benchVersusIdle100(b *testing.B) {
 	const agents = 100
