@@ -152,9 +152,11 @@ check-darwin: dylib-darwin codervpn-darwin
 # measured in the same run; see bench/RESULTS.md), then tunfd's per-packet
 # micro-benchmarks. BENCH_MARKDOWN=file also writes the table as Markdown.
 bench: dylib dlhost
+	$(GO) build -o $(BUILD)/codertunnel ./bench/internal/codertunnel
 	CODERVPN_LIB=$(CURDIR)/$(BUILD)/libcodervpn.so CODERVPN_DLHOST=$(CURDIR)/$(BUILD)/dlhost \
+	CODERVPN_CODERTUNNEL=$(CURDIR)/$(BUILD)/codertunnel \
 	CODERVPN_BENCH_MARKDOWN=$(BENCH_MARKDOWN) \
-		$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 15m ./bench
+		$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./bench
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./tunfd
 
 # codervpn: the Linux command (up, daemon, demo), next to the library and the

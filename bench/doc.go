@@ -1,8 +1,11 @@
 // Package bench measures codervpn against baselines run side by side in the
-// same process, and prints one table: throughput and latency through the
-// tunnel against the same engine without a tunnel device and against plain
-// wireguard-go, start-up times, the memory and idle cost of the C library in
-// a C host, and scale. `make bench` runs it; bench/RESULTS.md records a run.
+// same run, and prints one table: our tunnel against Coder's own (the pinned
+// module's vpn.NewTunnel, run by bench/internal/codertunnel in a process of
+// its own, so that CPU, context switches and memory are per process),
+// throughput and latency through the tunnel against the same engine without
+// a tunnel device and against plain wireguard-go, start-up times, the memory
+// and idle cost of the C library in a C host, and scale. `make bench` runs
+// it; bench/RESULTS.md records runs.
 //
 // Everything is a benchmark run once (-benchtime 1x) doing a fixed amount of
 // work, because each measurement needs a deployment, agents and a tunnel

@@ -115,3 +115,5 @@ func quantiles(ds []time.Duration) (med, p99 time.Duration) {
 	slices.Sort(s)
 	return s[len(s)/2], s[len(s)*99/100]
 }
+
+func addrHTTP(a *vpntest.Agent) netip.AddrPort { return netip.AddrPortFrom(a.Addr, a.HTTPPort) }

@@ -61,3 +61,14 @@ func TestProtocolLinksNoEngine(t *testing.T) {
 		}
 	}
 }
+
+// The bench's baseline, Coder's own tunnel (bench/internal/codertunnel and
+// the module's vpn package it runs), is never linked into what ships: the
+// binaries carry our tunnel only.
+func TestBinariesLinkNoCoderTunnel(t *testing.T) {
+	for dep := range goListDeps(t, modulePath+"/cmd/codervpn", modulePath+"/cmd/dylib") {
+		if dep == modulePath+"/bench/internal/codertunnel" || dep == "github.com/coder/coder/v2/vpn" {
+			t.Errorf("the shipped binaries link %s, the bench's baseline", dep)
+		}
+	}
+}

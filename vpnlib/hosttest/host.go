@@ -32,6 +32,12 @@ type Options struct {
 	SendTunFD bool
 	// LogTunnelLogs copies every Log message from the tunnel to t.Logf.
 	LogTunnelLogs bool
+	// MergeSettings keeps what a NetworkSettingsRequest leaves out: one
+	// without IPv4 and IPv6 settings keeps the addresses and routes applied
+	// before, one without DNS settings keeps the DNS. Coder's own tunnel
+	// (the bench's baseline) sends its routes and its DNS in separate
+	// requests; ours sends every setting in each.
+	MergeSettings bool
 }
 
 // Host is the manager and the operating system of one CoderVPN session, in

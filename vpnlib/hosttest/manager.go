@@ -177,6 +177,11 @@ func (h *Host) applySettings(_ context.Context, ns *vpnpb.NetworkSettingsRequest
 		return errors.New(h.opts.RefuseSettings)
 	}
 	cfg, err := netstack.ParseSettings(ns)
+	if err == nil && h.opts.MergeSettings {
+		h.mu.Lock()
+		cfg = mergeSettings(h.applied, ns, cfg)
+		h.mu.Unlock()
+	}
 	if err == nil {
 		err = h.net.Apply(cfg)
 	}
@@ -211,4 +216,22 @@ func (h *Host) onPeerUpdate(u *vpnpb.PeerUpdate) {
 		h.violations = append(h.violations, err)
 	}
 	h.notifyLocked()
+}
+
+// mergeSettings is cfg (parsed from req) with what req left out taken from
+// prev, for Options.MergeSettings.
+func mergeSettings(prev *NetConfig, req *vpnpb.NetworkSettingsRequest, cfg netstack.Config) netstack.Config {
+	if prev == nil {
+		return cfg
+	}
+	if req.GetIpv4Settings() == nil && req.GetIpv6Settings() == nil {
+		cfg.Addrs, cfg.Routes, cfg.ExcludedRoutes = prev.Addrs, prev.Routes, prev.ExcludedRoutes
+	}
+	if req.GetDnsSettings() == nil {
+		cfg.DNSServers, cfg.MatchDomains = prev.DNSServers, prev.MatchDomains
+	}
+	if req.GetMtu() == 0 {
+		cfg.MTU = prev.MTU
+	}
+	return cfg
 }
