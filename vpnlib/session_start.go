@@ -162,7 +162,14 @@ func (s *sessionStart) startEngine() error {
 	s.sess = &session{runCtx: runCtx, cancel: cancel, conn: conn, dev: s.dev, settings: s.settings, client: s.client}
 	s.proxy = newEngineProxy(runCtx, conn)
 	s.sess.peers = newPeerTracker(s.me.Username, s.suffix, s.proxy, s.t.sendPeerUpdate)
-	s.sess.waker = newWaker(conn.Rebind, wakeDebounce)
+	proxy, logger := s.proxy, s.logger
+	s.sess.waker = newWaker(func() {
+		conn.Rebind()
+		// After a sleep the engine's keys look fresh to it and are long
+		// gone at the agents (wake_reset.go).
+		n := proxy.resetSessions(runCtx)
+		logger.Info(runCtx, "system wake: new WireGuard sessions with every peer", slog.F("peers", n))
+	}, wakeDebounce)
 	return nil
 }
 
