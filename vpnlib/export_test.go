@@ -1,6 +1,8 @@
 package vpnlib
 
 import (
+	"context"
+	"net/netip"
 	"os"
 	"testing"
 	"time"
@@ -64,4 +66,10 @@ func (t *Tunnel) EngineHandshake(k key.NodePublic) time.Time {
 		return ps.LastHandshake
 	}
 	return time.Time{}
+}
+
+// SetResolver makes tunnels made with c resolve the deployment's hosts
+// (to keep its addresses out of the tunnel's routes) with resolve.
+func SetResolver(c *TunnelConfig, resolve func(ctx context.Context, host string) ([]netip.Addr, error)) {
+	c.resolveHost = resolve
 }

@@ -85,6 +85,9 @@ type TunnelConfig struct {
 	// newEngine starts the tailnet engine; nil means startTailnet. Tests
 	// of this package hand in a fake.
 	newEngine func(*tailnet.Options) (engine, error)
+	// resolveHost resolves the deployment's hosts for exclude.go; nil means
+	// the system resolver. Tests hand in their own.
+	resolveHost hostResolver
 }
 
 func (c *TunnelConfig) setDefaults() {
@@ -102,6 +105,9 @@ func (c *TunnelConfig) setDefaults() {
 	}
 	if c.newEngine == nil {
 		c.newEngine = startTailnet
+	}
+	if c.resolveHost == nil {
+		c.resolveHost = defaultResolver
 	}
 	if c.OpenTun == nil {
 		c.OpenTun = func(fd int) (tun.Device, error) {
