@@ -98,13 +98,17 @@ func TestStopRaces(t *testing.T) {
 			if tc.name == "peer update storm" {
 				churnWorkspaces(t, d)
 			}
+			began := time.Now()
 			for run := range runs {
 				if t.Failed() {
 					return
 				}
 				runStopRace(t, d, tc.busy, run, tc.stop)
+				if (run+1)%100 == 0 && run+1 < runs {
+					t.Logf("%d runs after %v", run+1, time.Since(began).Round(time.Second))
+				}
 			}
-			t.Logf("%d runs", runs)
+			t.Logf("%d runs in %v", runs, time.Since(began).Round(time.Second))
 		})
 	}
 }
