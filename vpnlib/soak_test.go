@@ -2,7 +2,6 @@ package vpnlib_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"runtime"
 	"strconv"
@@ -142,9 +141,9 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	series = append(series, takeSoakSample(t, time.Since(start)))
-	rss, gor, fds := soakSlopes(series)
+	rss, heap, gor, fds := soakSlopes(series)
 	t.Logf("soak of %v: %d requests answered, %d failed in fault windows (forgiven), %d failed outside them", duration, ok, forgiven, bad)
-	t.Logf("slope per minute: RSS %+.0f KiB, goroutines %+.2f, fds %+.2f", rss, gor, fds)
+	t.Logf("slope per minute: RSS %+.0f KiB, heap %+.0f KiB, goroutines %+.2f, fds %+.2f", rss, heap, gor, fds)
 	if duration >= soakJudgeAfter {
 		if gor > soakFlatGoroutines {
 			t.Errorf("goroutines grow by %.2f a minute: a leak", gor)
@@ -160,6 +159,7 @@ func TestSoak(t *testing.T) {
 type soakSample struct {
 	at         time.Duration
 	rssKiB     float64
+	heapKiB    float64 // live heap after a GC: RSS alone also counts what the runtime keeps
 	goroutines float64
 	fds        float64
 }
@@ -167,6 +167,10 @@ type soakSample struct {
 func takeSoakSample(t *testing.T, at time.Duration) soakSample {
 	t.Helper()
 	s := soakSample{at: at, goroutines: float64(runtime.NumGoroutine())}
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	s.heapKiB = float64(ms.HeapAlloc) / 1024
 	if b, err := os.ReadFile("/proc/self/status"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
@@ -178,13 +182,13 @@ func takeSoakSample(t *testing.T, at time.Duration) soakSample {
 	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
 		s.fds = float64(len(ents))
 	}
-	t.Logf("soak %6s: RSS %s, goroutines %.0f, fds %.0f", at.Round(time.Second), fmt.Sprintf("%.0f KiB", s.rssKiB), s.goroutines, s.fds)
+	t.Logf("soak %6s: RSS %.0f KiB, heap %.0f KiB, goroutines %.0f, fds %.0f", at.Round(time.Second), s.rssKiB, s.heapKiB, s.goroutines, s.fds)
 	return s
 }
 
 // soakSlopes fits a line through each series (least squares) and returns
 // the growth per minute.
-func soakSlopes(series []soakSample) (rss, goroutines, fds float64) {
+func soakSlopes(series []soakSample) (rss, heap, goroutines, fds float64) {
 	slope := func(y func(soakSample) float64) float64 {
 		n := float64(len(series))
 		if n < 2 {
@@ -205,6 +209,7 @@ func soakSlopes(series []soakSample) (rss, goroutines, fds float64) {
 		return (n*sxy - sx*sy) / den
 	}
 	return slope(func(s soakSample) float64 { return s.rssKiB }),
+		slope(func(s soakSample) float64 { return s.heapKiB }),
 		slope(func(s soakSample) float64 { return s.goroutines }),
 		slope(func(s soakSample) float64 { return s.fds })
 }
