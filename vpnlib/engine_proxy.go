@@ -33,12 +33,14 @@ type engineProxy struct {
 	mu    sync.Mutex
 	keys  map[uuid.UUID]key.NodePublic
 	nodes map[uuid.UUID]*proto.CoordinateResponse_PeerUpdate // the latest NODE of each peer, for resetSessions
+	ready map[uuid.UUID]*proto.CoordinateResponse_PeerUpdate // each peer's READY_FOR_HANDSHAKE, likewise
 }
 
 // newEngineProxy returns the proxy of conn for a session that ends with ctx.
 func newEngineProxy(ctx context.Context, conn engine) *engineProxy {
 	return &engineProxy{engine: conn, batch: newPeerBatcher(conn.UpdatePeers, conn.SetAllPeersLost), ended: ctx,
-		keys: map[uuid.UUID]key.NodePublic{}, nodes: map[uuid.UUID]*proto.CoordinateResponse_PeerUpdate{}}
+		keys: map[uuid.UUID]key.NodePublic{}, nodes: map[uuid.UUID]*proto.CoordinateResponse_PeerUpdate{},
+		ready: map[uuid.UUID]*proto.CoordinateResponse_PeerUpdate{}}
 }
 
 // UpdatePeers implements tailnet.Coordinatee: it notes each peer's key and
@@ -93,9 +95,12 @@ func (v *engineProxy) record(updates []*proto.CoordinateResponse_PeerUpdate) {
 				v.keys[id] = k
 				v.nodes[id] = u
 			}
+		case proto.CoordinateResponse_PeerUpdate_READY_FOR_HANDSHAKE:
+			v.ready[id] = u
 		case proto.CoordinateResponse_PeerUpdate_DISCONNECTED:
 			delete(v.keys, id)
 			delete(v.nodes, id)
+			delete(v.ready, id)
 		}
 		// LOST keeps the key: the engine keeps the peer (and its last
 		// handshake) until it times out or comes back.

@@ -84,12 +84,23 @@ func (v *engineProxy) resetSessions(ctx context.Context) int {
 	// newer one meanwhile (already queued after our removal, and repeated
 	// here harmlessly) or disconnected the peer (then it stays out).
 	v.mu.Lock()
-	back := make([]*proto.CoordinateResponse_PeerUpdate, 0, len(ids))
+	back := make([]*proto.CoordinateResponse_PeerUpdate, 0, 2*len(ids))
 	backIDs := make([]uuid.UUID, 0, len(ids))
 	for _, id := range ids {
-		if u, ok := v.nodes[id]; ok {
-			back = append(back, u)
-			backIDs = append(backIDs, id)
+		u, ok := v.nodes[id]
+		if !ok {
+			continue
+		}
+		backIDs = append(backIDs, id)
+		back = append(back, u)
+		// A peer we opened a tunnel to (an agent) comes back as one, with
+		// the READY_FOR_HANDSHAKE it sent: the engine then keeps it alive
+		// (persistent keepalives) as it did before. Without the READY it
+		// would wait for one that is not coming again, so without one
+		// recorded the peer comes back as a plain peer.
+		if r, ok := v.ready[id]; ok {
+			v.engine.SetTunnelDestination(id)
+			back = append(back, r)
 		}
 	}
 	err = v.batch.add(back)
