@@ -18,7 +18,7 @@ LDFLAGS := -s -w -X github.com/codervpn/codervpn/internal/buildinfo.Version=$(VE
 CC ?= cc
 
 .PHONY: install install-files
-.PHONY: all build dylib dlhost codervpn demo-deps test unit fuzz bench demo proto check-proto lint vet-darwin \
+.PHONY: all build dylib dlhost codervpn demo-deps test unit fuzz bench soak stoprace demo proto check-proto lint vet-darwin \
 	dylib-darwin codervpn-darwin check-darwin
 
 all: build
@@ -147,6 +147,19 @@ check-darwin: dylib-darwin codervpn-darwin
 	CODERVPN_DARWIN_DIR='$(CURDIR)/$(BUILD)/darwin' CODERVPN_DARWIN_VERSION='$(VERSION)' \
 	CODERVPN_LINUX_HEADER='$(CURDIR)/cmd/dylib/codervpn.h' \
 		$(GO) test -count=1 -v -run '^TestArtefacts$$' ./internal/darwincheck
+
+# soak runs one tunnel for DURATION (default 2m, what CI runs; 30m for the
+# README's figures) under the faults of a laptop's day and prints RSS,
+# goroutines and fds each minute and their slope (vpnlib TestSoak).
+DURATION ?= 2m
+soak:
+	CODERVPN_SOAK_DURATION=$(DURATION) $(GO) test -count=1 -timeout 6h -run '^TestSoak$$' -v ./vpnlib/
+
+# stoprace runs each Stop race STOPRACE_N times under -race (1,000 for the
+# README's figure; unit runs 10).
+STOPRACE_N ?= 1000
+stoprace:
+	CODERVPN_STOPRACE_N=$(STOPRACE_N) $(GO) test -race -count=1 -timeout 3h -run '^TestStopRaces$$' -v ./vpnlib/
 
 # bench prints the results table of ./bench (every figure beside its baseline,
 # measured in the same run; see bench/RESULTS.md), then tunfd's per-packet

@@ -2,8 +2,9 @@
 // manager's requests over the pipes (the protocol itself is package
 // speaker), and once started it runs Coder's tailnet engine over the host's
 // tunnel device, reports the user's workspaces and agents (peers), hands the
-// engine's network settings to the host, forwards its logs, and rebinds on
-// wake. The deployment's REST API and control connection are package
+// engine's network settings to the host, forwards its logs, and on wake
+// rebinds and starts new WireGuard sessions with every peer (wake_reset.go).
+// The deployment's REST API and control connection are package
 // internal/coderd's; the device is package tunfd's.
 //
 // # Goroutines

@@ -30,18 +30,24 @@ type engineProxy struct {
 	batch *peerBatcher
 	ended context.Context // done once the session is ending
 
-	mu   sync.Mutex
-	keys map[uuid.UUID]key.NodePublic
+	mu    sync.Mutex
+	keys  map[uuid.UUID]key.NodePublic
+	nodes map[uuid.UUID]*proto.CoordinateResponse_PeerUpdate // the latest NODE of each peer, for resetSessions
+	ready map[uuid.UUID]*proto.CoordinateResponse_PeerUpdate // each peer's READY_FOR_HANDSHAKE, likewise
 }
 
 // newEngineProxy returns the proxy of conn for a session that ends with ctx.
 func newEngineProxy(ctx context.Context, conn engine) *engineProxy {
-	return &engineProxy{engine: conn, batch: newPeerBatcher(conn.UpdatePeers, conn.SetAllPeersLost), ended: ctx, keys: map[uuid.UUID]key.NodePublic{}}
+	return &engineProxy{engine: conn, batch: newPeerBatcher(conn.UpdatePeers, conn.SetAllPeersLost), ended: ctx,
+		keys: map[uuid.UUID]key.NodePublic{}, nodes: map[uuid.UUID]*proto.CoordinateResponse_PeerUpdate{},
+		ready: map[uuid.UUID]*proto.CoordinateResponse_PeerUpdate{}}
 }
 
 // UpdatePeers implements tailnet.Coordinatee: it notes each peer's key and
 // queues the updates for the engine.
 func (v *engineProxy) UpdatePeers(updates []*proto.CoordinateResponse_PeerUpdate) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
 	v.record(updates)
 	return v.batch.add(updates)
 }
@@ -75,9 +81,8 @@ func (v *engineProxy) SetNodeCallback(callback func(*tailnet.Node)) {
 // run delivers the queued peer updates until the session ends.
 func (v *engineProxy) run() { v.batch.run(v.ended) }
 
+// record notes the key and node of each peer; v.mu is held.
 func (v *engineProxy) record(updates []*proto.CoordinateResponse_PeerUpdate) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
 	for _, u := range updates {
 		id, err := uuid.FromBytes(u.GetId())
 		if err != nil {
@@ -88,9 +93,14 @@ func (v *engineProxy) record(updates []*proto.CoordinateResponse_PeerUpdate) {
 			var k key.NodePublic
 			if err := k.UnmarshalBinary(u.GetNode().GetKey()); err == nil {
 				v.keys[id] = k
+				v.nodes[id] = u
 			}
+		case proto.CoordinateResponse_PeerUpdate_READY_FOR_HANDSHAKE:
+			v.ready[id] = u
 		case proto.CoordinateResponse_PeerUpdate_DISCONNECTED:
 			delete(v.keys, id)
+			delete(v.nodes, id)
+			delete(v.ready, id)
 		}
 		// LOST keeps the key: the engine keeps the peer (and its last
 		// handshake) until it times out or comes back.

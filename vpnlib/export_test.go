@@ -1,8 +1,13 @@
 package vpnlib
 
 import (
+	"context"
+	"net/netip"
 	"os"
 	"testing"
+	"time"
+
+	"tailscale.com/types/key"
 
 	"github.com/coder/coder/v2/tailnet"
 )
@@ -45,4 +50,26 @@ func RPCPipes(t testing.TB) (tunR, tunW, mgrR, mgrW *os.File) {
 		t.Fatal(err)
 	}
 	return tunR, tunW, mgrR, mgrW
+}
+
+// EngineHandshake reports when the running session's engine last completed
+// a WireGuard handshake with the peer whose node key is k; the zero time
+// when it has no session with it (or no such peer, or no session runs).
+func (t *Tunnel) EngineHandshake(k key.NodePublic) time.Time {
+	t.mu.Lock()
+	sess := t.session
+	t.mu.Unlock()
+	if sess == nil {
+		return time.Time{}
+	}
+	if ps, ok := sess.conn.Status().Peer[k]; ok {
+		return ps.LastHandshake
+	}
+	return time.Time{}
+}
+
+// SetResolver makes tunnels made with c resolve the deployment's hosts
+// (to keep its addresses out of the tunnel's routes) with resolve.
+func SetResolver(c *TunnelConfig, resolve func(ctx context.Context, host string) ([]netip.Addr, error)) {
+	c.resolveHost = resolve
 }

@@ -214,11 +214,15 @@ func (f *logForwarder) run(stop <-chan struct{}, send func(*vpnpb.Log) error) {
 }
 
 // flush sends whatever is queued now, and whatever another drain has taken
-// but not yet sent, without waiting for more.
+// but not yet sent, without waiting for more. It sends at most what was
+// queued when it got its turn: under a log storm the engine refills the
+// queue as fast as we send, and a flush that ran until the queue was empty
+// never returned, so the reply or StopResponse waiting behind it was
+// never sent (TestStopRaces, "log storm").
 func (f *logForwarder) flush(send func(*vpnpb.Log) error) {
 	f.drainMu.Lock()
 	defer f.drainMu.Unlock()
-	for {
+	for n := len(f.queue); n > 0; n-- {
 		select {
 		case l := <-f.queue:
 			f.deliver(l, send)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,6 +33,7 @@ type netSettings struct {
 	request     settingsRequester
 	timeout     time.Duration
 	domainName  string
+	exclude     []netip.Prefix // the deployment's addresses inside our routes (exclude.go)
 	logger      slog.Logger
 	firstResult chan error // receives the outcome of the first request with addresses
 	ctx         context.Context
@@ -47,7 +49,7 @@ type netSettings struct {
 	closed   bool
 }
 
-func newNetSettings(request settingsRequester, timeout time.Duration, domainName string, logger slog.Logger) *netSettings {
+func newNetSettings(request settingsRequester, timeout time.Duration, domainName string, exclude []netip.Prefix, logger slog.Logger) *netSettings {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &netSettings{
 		ctx:         ctx,
@@ -55,6 +57,7 @@ func newNetSettings(request settingsRequester, timeout time.Duration, domainName
 		request:     request,
 		timeout:     timeout,
 		domainName:  domainName,
+		exclude:     exclude,
 		logger:      logger,
 		firstResult: make(chan error, 1),
 	}
@@ -119,7 +122,7 @@ func (n *netSettings) push() error {
 		n.mu.Unlock()
 		return nil
 	}
-	req := buildSettingsRequest(n.router, n.dns, n.domainName)
+	req := buildSettingsRequest(n.router, n.dns, n.domainName, n.exclude...)
 	if n.lastSent != nil && proto.Equal(req, n.lastSent) {
 		n.mu.Unlock()
 		return nil
@@ -149,7 +152,10 @@ func (n *netSettings) push() error {
 // buildSettingsRequest converts the engine's configuration into the request
 // the host applies. MTU is always tunfd.TunnelMTU: the engine leaves
 // router.Config.NewMTU at zero, which a host would take as "unchanged".
-func buildSettingsRequest(rc *router.Config, oc *dns.OSConfig, domainName string) *vpnpb.NetworkSettingsRequest {
+//
+// exclude are further excluded routes: the deployment's addresses that fall
+// inside the routes (exclude.go).
+func buildSettingsRequest(rc *router.Config, oc *dns.OSConfig, domainName string, exclude ...netip.Prefix) *vpnpb.NetworkSettingsRequest {
 	req := &vpnpb.NetworkSettingsRequest{Mtu: tunfd.TunnelMTU}
 	var v4 vpnpb.NetworkSettingsRequest_IPv4Settings
 	var v6 vpnpb.NetworkSettingsRequest_IPv6Settings
@@ -167,6 +173,11 @@ func buildSettingsRequest(rc *router.Config, oc *dns.OSConfig, domainName string
 	}
 	for _, p := range rc.LocalRoutes {
 		addRoute(&v4.ExcludedRoutes, &v6.ExcludedRoutes, p)
+	}
+	for _, p := range exclude {
+		if !slices.Contains(rc.LocalRoutes, p) {
+			addRoute(&v4.ExcludedRoutes, &v6.ExcludedRoutes, p)
+		}
 	}
 	if len(v4.Addrs)+len(v4.IncludedRoutes)+len(v4.ExcludedRoutes) > 0 {
 		req.Ipv4Settings = &v4

@@ -131,7 +131,7 @@ func (r *recordingApplier) requests() []*vpnpb.NetworkSettingsRequest {
 func TestNetSettingsMergesAndDedupes(t *testing.T) {
 	t.Parallel()
 	rec := &recordingApplier{}
-	n := newNetSettings(rec.apply, time.Second, "coder", slog.Make())
+	n := newNetSettings(rec.apply, time.Second, "coder", nil, slog.Make())
 	dnsCfg := dns.OSConfig{Nameservers: []netip.Addr{netip.MustParseAddr("fd60:627a:a42b::53")}, MatchDomains: []dnsname.FQDN{"coder."}}
 
 	// DNS before the router has nothing to apply yet.
@@ -183,7 +183,7 @@ func TestNetSettingsMergesAndDedupes(t *testing.T) {
 func TestNetSettingsRefused(t *testing.T) {
 	t.Parallel()
 	rec := &recordingApplier{err: settingsError("interface is busy")}
-	n := newNetSettings(rec.apply, time.Second, "coder", slog.Make())
+	n := newNetSettings(rec.apply, time.Second, "coder", nil, slog.Make())
 	err := n.Set(&router.Config{LocalAddrs: []netip.Prefix{netip.MustParsePrefix("fd60:627a:a42b::1/128")}})
 	if err == nil {
 		t.Fatal("Set succeeded")
@@ -209,7 +209,7 @@ func TestNetSettingsTimeout(t *testing.T) {
 	n := newNetSettings(func(ctx context.Context, _ *vpnpb.NetworkSettingsRequest) error {
 		<-ctx.Done()
 		return ctx.Err()
-	}, 20*time.Millisecond, "coder", slog.Make())
+	}, 20*time.Millisecond, "coder", nil, slog.Make())
 	err := n.Set(&router.Config{LocalAddrs: []netip.Prefix{netip.MustParsePrefix("fd60:627a:a42b::1/128")}})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v", err)

@@ -78,7 +78,7 @@ func (t *Tunnel) startSession(ctx context.Context, p startParams) (_ *session, e
 	if err := s.openDevice(); err != nil {
 		return nil, err
 	}
-	if err := s.startEngine(); err != nil {
+	if err := s.startEngine(ctx); err != nil {
 		return nil, err
 	}
 	s.startControllers()
@@ -135,8 +135,9 @@ func (s *sessionStart) openDevice() error {
 
 // startEngine starts the tailnet engine on the device, with the network
 // settings as its router and DNS configurator.
-func (s *sessionStart) startEngine() error {
-	s.settings = newNetSettings(s.t.requestSettings, s.t.cfg.SettingsTimeout, s.suffix, s.logger.Named("settings"))
+func (s *sessionStart) startEngine(ctx context.Context) error {
+	exclude := excludedFromTunnel(ctx, s.t.cfg.resolveHost, deploymentHosts(s.p.url, s.info.DERPMap), tunnelRoutes, s.logger)
+	s.settings = newNetSettings(s.t.requestSettings, s.t.cfg.SettingsTimeout, s.suffix, exclude, s.logger.Named("settings"))
 	// coderd's relay needs no token (its /derp route is unauthenticated, and
 	// Coder's own SDK sends none), and the DERP map may name relays on hosts
 	// other than coder_url's: the token must never reach those.
@@ -162,7 +163,14 @@ func (s *sessionStart) startEngine() error {
 	s.sess = &session{runCtx: runCtx, cancel: cancel, conn: conn, dev: s.dev, settings: s.settings, client: s.client}
 	s.proxy = newEngineProxy(runCtx, conn)
 	s.sess.peers = newPeerTracker(s.me.Username, s.suffix, s.proxy, s.t.sendPeerUpdate)
-	s.sess.waker = newWaker(conn.Rebind, wakeDebounce)
+	proxy, logger := s.proxy, s.logger
+	s.sess.waker = newWaker(func() {
+		conn.Rebind()
+		// After a sleep the engine's keys look fresh to it and are long
+		// gone at the agents (wake_reset.go).
+		n := proxy.resetSessions(runCtx)
+		logger.Info(runCtx, "system wake: new WireGuard sessions with every peer", slog.F("peers", n))
+	}, wakeDebounce)
 	return nil
 }
 

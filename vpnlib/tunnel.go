@@ -15,6 +15,7 @@ import (
 	"cdr.dev/slog/v3"
 	"github.com/coder/coder/v2/tailnet"
 
+	"github.com/codervpn/codervpn/internal/progress"
 	vpnpb "github.com/codervpn/codervpn/proto"
 	"github.com/codervpn/codervpn/tunfd"
 	"github.com/codervpn/codervpn/vpnlib/speaker"
@@ -84,6 +85,9 @@ type TunnelConfig struct {
 	// newEngine starts the tailnet engine; nil means startTailnet. Tests
 	// of this package hand in a fake.
 	newEngine func(*tailnet.Options) (engine, error)
+	// resolveHost resolves the deployment's hosts for exclude.go; nil means
+	// the system resolver. Tests hand in their own.
+	resolveHost hostResolver
 }
 
 func (c *TunnelConfig) setDefaults() {
@@ -101,6 +105,9 @@ func (c *TunnelConfig) setDefaults() {
 	}
 	if c.newEngine == nil {
 		c.newEngine = startTailnet
+	}
+	if c.resolveHost == nil {
+		c.resolveHost = defaultResolver
 	}
 	if c.OpenTun == nil {
 		c.OpenTun = func(fd int) (tun.Device, error) {
@@ -128,6 +135,10 @@ type Tunnel struct {
 
 	control chan *vpnpb.ManagerMessage // Start and Stop, in order
 	queries chan *vpnpb.ManagerMessage // GetPeerUpdate, Wake and kinds we do not serve
+	// queriesIn counts the requests handed to queries, queriesOut those
+	// the query loop has answered: a Stop waits for the second to reach
+	// the first, so that no reply trails the StopResponse.
+	queriesIn, queriesOut progress.Count
 
 	mu          sync.Mutex
 	speaker     *speaker.Tunnel
@@ -337,9 +348,15 @@ func (t *Tunnel) onRequest(req *vpnpb.ManagerMessage) {
 		t.abortStart()
 		q = t.control
 	}
+	if q == t.queries {
+		t.queriesIn.Add(1)
+	}
 	select {
 	case q <- req:
 	case <-t.ctx.Done():
+		if q == t.queries {
+			t.queriesOut.Add(1) // never to be answered: the session is over
+		}
 	}
 }
 

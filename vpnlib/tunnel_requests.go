@@ -52,6 +52,7 @@ func (t *Tunnel) queryLoop() {
 					slog.F("msg_id", req.GetRpc().GetMsgId()), slog.F("kind", fmt.Sprintf("%T", req.GetMsg())))
 				t.reply(req, &vpnpb.TunnelMessage{})
 			}
+			t.queriesOut.Add(1)
 		}
 	}
 }
@@ -118,6 +119,10 @@ func (t *Tunnel) handleStart(req *vpnpb.StartRequest) *vpnpb.StartResponse {
 // wait at all.
 const quiesceWait = 500 * time.Millisecond
 
+// queryDrainWait bounds how long a Stop waits for the query loop to answer
+// the requests queued before it.
+const queryDrainWait = 5 * time.Second
+
 // handleStop stops the engine, answers any request already queued behind
 // the Stop, sends the StopResponse as the last message, and ends the session.
 //
@@ -145,6 +150,15 @@ func (t *Tunnel) handleStop(req *vpnpb.ManagerMessage) {
 	// buffer: let the reader hand them over first.
 	qctx, cancel := context.WithTimeout(t.ctx, quiesceWait)
 	t.currentSpeaker().Quiesce(qctx)
+	cancel()
+	// The query loop answers what it was handed (a GetPeerUpdate, a Wake in
+	// progress) before the final frame, not after it, when the reply could
+	// no longer be sent (TestStopRaces). The session is halted by now, so
+	// each is quick: an empty PeerUpdate, a wake that finds nothing to do.
+	qctx, cancel = context.WithTimeout(t.ctx, queryDrainWait)
+	if !t.queriesOut.Await(qctx, t.queriesIn.Load(), nil) {
+		t.logger.Warn(t.ctx, "stopping without answering every request", slog.F("waited", queryDrainWait.String()))
+	}
 	cancel()
 	for drained := false; !drained; {
 		select {

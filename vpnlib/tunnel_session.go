@@ -61,6 +61,7 @@ func (s *session) halt() error {
 		s.peers.silence()
 		s.cancel()
 		s.wg.Wait()
+		s.waker.close() // a wake's rebind ends quickly once runCtx is canceled
 		s.haltErr = s.conn.Close()
 		_ = s.dev.Close() // the engine closed it already; this is a no-op then
 	})

@@ -12,6 +12,7 @@ import (
 
 	"cdr.dev/slog/v3"
 	"github.com/coder/coder/v2/tailnet"
+	"github.com/coder/coder/v2/tailnet/proto"
 )
 
 // Ports the simulated agents serve on their tailnet addresses. See the
@@ -43,6 +44,7 @@ type Agent struct {
 
 	conn     *tailnet.Conn
 	services *services
+	peers    *peerMemory // what the coordinator told the agent, for ForgetSessions
 	// coordStop ends the coordination loop; coordDone closes when it has
 	// said goodbye to the coordinator.
 	coordStop chan struct{}
@@ -59,6 +61,13 @@ type Agent struct {
 type nodeObserver struct {
 	*tailnet.Conn
 	onNode func(*tailnet.Node)
+	peers  *peerMemory
+}
+
+// UpdatePeers notes each peer's latest node, then hands the updates on.
+func (o nodeObserver) UpdatePeers(updates []*proto.CoordinateResponse_PeerUpdate) error {
+	o.peers.record(updates)
+	return o.Conn.UpdatePeers(updates)
 }
 
 func (o nodeObserver) SetNodeCallback(cb func(*tailnet.Node)) {
@@ -109,7 +118,8 @@ func (d *Deployment) startAgent(ctx context.Context, workspaceID uuid.UUID, work
 
 	ready := make(chan struct{})
 	var readyOnce sync.Once
-	obs := nodeObserver{Conn: a.conn, onNode: func(n *tailnet.Node) {
+	a.peers = newPeerMemory()
+	obs := nodeObserver{Conn: a.conn, peers: a.peers, onNode: func(n *tailnet.Node) {
 		if n.PreferredDERP != 0 {
 			readyOnce.Do(func() { close(ready) })
 		}

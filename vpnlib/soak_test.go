@@ -1,0 +1,215 @@
+package vpnlib_test
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"cdr.dev/slog/v3"
+
+	"github.com/codervpn/codervpn/vpnlib"
+	"github.com/codervpn/codervpn/vpnlib/vpntest"
+)
+
+// The soak's schedule (issue 17): what it does to one running tunnel, and
+// how long after a fault a failed request is forgiven.
+const (
+	soakConnEvery    = time.Second
+	soakRestartEvery = time.Minute
+	soakCutEvery     = 5 * time.Minute
+	soakPeersEvery   = 10 * time.Second
+	soakSampleEvery  = time.Minute
+	soakFaultWindow  = 15 * time.Second
+	// soakFlat is the largest growth per minute called flat, once the soak
+	// ran long enough (soakJudgeAfter) to tell a leak from warm-up.
+	soakFlatGoroutines = 0.5
+	soakFlatFDs        = 0.5
+	soakJudgeAfter     = 10 * time.Minute
+)
+
+// TestSoak is `make soak DURATION=30m` (not part of `make test`): hours of
+// uptime, compressed. One tunnel runs for CODERVPN_SOAK_DURATION while a
+// new TCP connection goes to an agent every second, one of the two agents
+// is restarted (new keys, same id) every minute, the control connection is
+// cut every 5 minutes and GetPeerUpdate asked every 10 s. Each minute it
+// prints the process's RSS, goroutines and open fds, and at the end their
+// slope per minute. It fails when a request outside a fault window fails,
+// and, for runs of 10 minutes or more, when goroutines or fds grow by more
+// than half a one per minute (a leak of one per reconnect shows).
+func TestSoak(t *testing.T) {
+	env := os.Getenv("CODERVPN_SOAK_DURATION")
+	if env == "" {
+		t.Skip("a soak test; run it with `make soak DURATION=30m` (CODERVPN_SOAK_DURATION)")
+	}
+	duration, err := time.ParseDuration(env)
+	if err != nil || duration <= 0 {
+		t.Fatalf("CODERVPN_SOAK_DURATION=%q: want a duration such as 30m", env)
+	}
+	r := newRig(t, rigOptions{
+		deployment: &vpntest.Options{},
+		// The test host keeps every Log it gets: at the engine's debug
+		// level that alone would grow the RSS.
+		config: func(c *vpnlib.TunnelConfig) { c.LogLevel = slog.LevelInfo },
+	})
+	ws, steady := r.startWithAgent(r.d.URL.String())
+	restarted, err := r.d.AddAgent(r.ctx, ws.ID, "restarted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.waitAgent("dev", "restarted")
+	waitTraffic(r.step(), t, r.h, restarted, time.Now())
+
+	ctx, cancel := context.WithTimeout(context.Background(), duration)
+	defer cancel()
+	var (
+		mu        sync.Mutex
+		lastFault = time.Now() // the start: the engine settles in
+		ok, bad   int
+		forgiven  int
+	)
+	fault := func() {
+		mu.Lock()
+		lastFault = time.Now()
+		mu.Unlock()
+	}
+	outcome := func(err error, what string) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err == nil:
+			ok++
+		case time.Since(lastFault) < soakFaultWindow:
+			forgiven++
+		default:
+			bad++
+			t.Errorf("%s failed outside a fault window (last fault %v ago): %v",
+				what, time.Since(lastFault).Round(time.Second), err)
+		}
+	}
+
+	conns := time.NewTicker(soakConnEvery)
+	restarts := time.NewTicker(soakRestartEvery)
+	cuts := time.NewTicker(soakCutEvery)
+	peers := time.NewTicker(soakPeersEvery)
+	samples := time.NewTicker(soakSampleEvery)
+	for _, tk := range []*time.Ticker{conns, restarts, cuts, peers, samples} {
+		defer tk.Stop()
+	}
+	start := time.Now()
+	var series []soakSample
+	series = append(series, takeSoakSample(t, 0))
+	for i := 0; ctx.Err() == nil; {
+		select {
+		case <-ctx.Done():
+		case <-conns.C:
+			agent := steady
+			if i++; i%2 == 0 {
+				mu.Lock()
+				agent = restarted
+				mu.Unlock()
+			}
+			if err := probeHTTP(ctx, r.h, agent); ctx.Err() == nil {
+				outcome(err, "a new TCP connection to "+agent.Name)
+			}
+		case <-restarts.C:
+			fault()
+			a, err := r.d.RestartAgent(r.step(), restarted.ID) // r.ctx ends a minute after the rig began
+			if err != nil {
+				t.Fatalf("restart agent: %v", err)
+			}
+			mu.Lock()
+			restarted = a
+			mu.Unlock()
+		case <-cuts.C:
+			fault()
+			r.d.DropControlConnections()
+		case <-peers.C:
+			pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err := r.h.GetPeerUpdate(pctx)
+			pcancel()
+			if ctx.Err() == nil {
+				outcome(err, "GetPeerUpdate")
+			}
+		case <-samples.C:
+			s := takeSoakSample(t, time.Since(start))
+			series = append(series, s)
+		}
+	}
+	series = append(series, takeSoakSample(t, time.Since(start)))
+	rss, heap, gor, fds := soakSlopes(series)
+	t.Logf("soak of %v: %d requests answered, %d failed in fault windows (forgiven), %d failed outside them", duration, ok, forgiven, bad)
+	t.Logf("slope per minute: RSS %+.0f KiB, heap %+.0f KiB, goroutines %+.2f, fds %+.2f", rss, heap, gor, fds)
+	if duration >= soakJudgeAfter {
+		if gor > soakFlatGoroutines {
+			t.Errorf("goroutines grow by %.2f a minute: a leak", gor)
+		}
+		if fds > soakFlatFDs {
+			t.Errorf("fds grow by %.2f a minute: a leak", fds)
+		}
+	}
+	r.stop()
+}
+
+// soakSample is one look at the process.
+type soakSample struct {
+	at         time.Duration
+	rssKiB     float64
+	heapKiB    float64 // live heap after a GC: RSS alone also counts what the runtime keeps
+	goroutines float64
+	fds        float64
+}
+
+func takeSoakSample(t *testing.T, at time.Duration) soakSample {
+	t.Helper()
+	s := soakSample{at: at, goroutines: float64(runtime.NumGoroutine())}
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	s.heapKiB = float64(ms.HeapAlloc) / 1024
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+				v, _ := strconv.ParseFloat(f[1], 64)
+				s.rssKiB = v
+			}
+		}
+	}
+	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
+		s.fds = float64(len(ents))
+	}
+	t.Logf("soak %6s: RSS %.0f KiB, heap %.0f KiB, goroutines %.0f, fds %.0f", at.Round(time.Second), s.rssKiB, s.heapKiB, s.goroutines, s.fds)
+	return s
+}
+
+// soakSlopes fits a line through each series (least squares) and returns
+// the growth per minute.
+func soakSlopes(series []soakSample) (rss, heap, goroutines, fds float64) {
+	slope := func(y func(soakSample) float64) float64 {
+		n := float64(len(series))
+		if n < 2 {
+			return 0
+		}
+		var sx, sy, sxx, sxy float64
+		for _, s := range series {
+			x := s.at.Minutes()
+			sx += x
+			sy += y(s)
+			sxx += x * x
+			sxy += x * y(s)
+		}
+		den := n*sxx - sx*sx
+		if den == 0 {
+			return 0
+		}
+		return (n*sxy - sx*sy) / den
+	}
+	return slope(func(s soakSample) float64 { return s.rssKiB }),
+		slope(func(s soakSample) float64 { return s.heapKiB }),
+		slope(func(s soakSample) float64 { return s.goroutines }),
+		slope(func(s soakSample) float64 { return s.fds })
+}
