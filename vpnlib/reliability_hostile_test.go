@@ -282,9 +282,10 @@ func TestHostileDeployment(t *testing.T) {
 					t.Errorf("error %q does not contain %q", got.resp.ErrorMessage, w)
 				}
 			}
-			if limit := hostileStartTimeout + time.Second; took > limit {
-				t.Errorf("Start took %v, more than its deadline allows (%v)", took, limit)
-			}
+			// Not a timed assertion: on a loaded machine the wall clock says
+			// nothing. The deadline is proven by the message the slow cases
+			// must carry ("did not start within"), and a Start that ignored
+			// it would hang this step past the rig's own deadline.
 			if other.sawToken() {
 				t.Errorf("the API token was sent to another host (it saw %v)", other.paths())
 			}
