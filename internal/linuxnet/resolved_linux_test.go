@@ -1,14 +1,11 @@
 package linuxnet
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,54 +14,9 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
-)
 
-// privateBus starts a dbus-daemon of the test's own (a socket in a temp dir)
-// and returns its address, so that resolved's D-Bus API can be exercised
-// against a fake without a system bus or systemd.
-func privateBus(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("dbus-daemon")
-	if err != nil {
-		t.Skip("dbus-daemon is not installed; install the dbus package to run the systemd-resolved tests")
-	}
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "bus.conf")
-	err = os.WriteFile(conf, []byte(`<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path=`+filepath.Join(dir, "bus")+`</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-`), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "--config-file="+conf, "--nofork", "--nopidfile", "--print-address")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	// The daemon prints its address once it is listening.
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		t.Fatalf("dbus-daemon did not print its address: %v", err)
-	}
-	return strings.TrimSpace(line)
-}
+	"github.com/codervpn/codervpn/internal/dbustest"
+)
 
 // fakeResolved implements the part of org.freedesktop.resolve1.Manager we
 // call, recording calls. failMethod makes one method return an error.
@@ -144,7 +96,7 @@ func serveFakeResolved(t *testing.T, addr string) *fakeResolved {
 }
 
 func TestConnectResolvedNotRunning(t *testing.T) {
-	addr := privateBus(t)
+	addr := dbustest.Start(t)
 	tests := []struct {
 		name    string
 		address string
@@ -169,7 +121,7 @@ func TestConnectResolvedNotRunning(t *testing.T) {
 }
 
 func TestResolvedSplitDNS(t *testing.T) {
-	addr := privateBus(t)
+	addr := dbustest.Start(t)
 	fake := serveFakeResolved(t, addr)
 	dns, err := ConnectResolved(context.Background(), addr)
 	if err != nil {
