@@ -148,7 +148,7 @@ check-darwin: dylib-darwin codervpn-darwin
 	CODERVPN_LINUX_HEADER='$(CURDIR)/cmd/dylib/codervpn.h' \
 		$(GO) test -count=1 -v -run '^TestArtefacts$$' ./internal/darwincheck
 
-# soak runs one tunnel for DURATION (default 2m, what CI runs; 30m for the
+# soak runs one tunnel for DURATION (default 2m; 30m for the
 # README's figures) under the faults of a laptop's day and prints RSS,
 # goroutines and fds each minute and their slope (vpnlib TestSoak).
 DURATION ?= 2m
