@@ -9,7 +9,6 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -28,19 +27,6 @@ type serviceClient struct {
 	progress chan *vpnpb.StartProgress
 }
 
-// connSide lets the speaker close each direction; the connection closes
-// once.
-type connSide struct {
-	net.Conn
-	once *sync.Once
-}
-
-func (c connSide) Close() error {
-	var err error
-	c.once.Do(func() { err = c.Conn.Close() })
-	return err
-}
-
 // dialService connects to the service at sock. Every failure is one line
 // that says what to do.
 func dialService(ctx context.Context, sock string) (*serviceClient, error) {
@@ -55,10 +41,10 @@ func dialService(ctx context.Context, sock string) (*serviceClient, error) {
 		return nil, fmt.Errorf("connect to the codervpn service at %s: %w", sock, err)
 	}
 	c := &serviceClient{statuses: make(chan *vpnpb.Status, 64), progress: make(chan *vpnpb.StartProgress, 16)}
-	once := &sync.Once{}
+	r, w := speaker.SplitConn(conn)
 	hctx, cancel := context.WithTimeout(ctx, service.HandshakeTimeout+5*time.Second)
 	defer cancel()
-	c.sp, err = speaker.NewClient(hctx, connSide{conn, once}, connSide{conn, once}, speaker.Options[*vpnpb.ServiceMessage]{
+	c.sp, err = speaker.NewClient(hctx, r, w, speaker.Options[*vpnpb.ServiceMessage]{
 		OnMessage: func(m *vpnpb.ServiceMessage) {
 			switch {
 			case m.GetStatus() != nil:

@@ -45,27 +45,13 @@ type outMsg struct {
 	msg *vpnpb.ServiceMessage
 }
 
-// connSide is one direction of a connection for the speaker, which closes
-// each side on its own: the connection is closed once, by whichever comes
-// first.
-type connSide struct {
-	net.Conn
-	once *sync.Once
-}
-
-func (c connSide) Close() error {
-	var err error
-	c.once.Do(func() { err = c.Conn.Close() })
-	return err
-}
-
 func (s *Server) serveConn(conn net.Conn) {
 	if err := s.cfg.CheckPeer(conn, s.cfg.Group); err != nil {
 		s.log.Info("refused a client", "reason", err)
 		refuse(conn, err)
 		return
 	}
-	once := &sync.Once{}
+	r, w := speaker.SplitConn(conn)
 	c := &client{
 		s:          s,
 		reqs:       make(chan *vpnpb.ClientMessage, QueueLen),
@@ -74,7 +60,7 @@ func (s *Server) serveConn(conn net.Conn) {
 		dropped:    make(chan struct{}),
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, HandshakeTimeout)
-	sp, err := speaker.NewService(ctx, connSide{conn, once}, connSide{conn, once}, speaker.Options[*vpnpb.ClientMessage]{
+	sp, err := speaker.NewService(ctx, r, w, speaker.Options[*vpnpb.ClientMessage]{
 		OnRequest:    c.onRequest,
 		WriteTimeout: StallTimeout,
 	})

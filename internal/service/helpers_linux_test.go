@@ -163,8 +163,8 @@ func dialClient(t *testing.T, sock string) *testClient {
 	tc := &testClient{statuses: make(chan *vpnpb.Status, 256), progress: make(chan *vpnpb.StartProgress, 64)}
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	once := &sync.Once{}
-	tc.sp, err = speaker.NewClient(ctx, connSide{conn, once}, connSide{conn, once}, speaker.Options[*vpnpb.ServiceMessage]{
+	r, w := speaker.SplitConn(conn)
+	tc.sp, err = speaker.NewClient(ctx, r, w, speaker.Options[*vpnpb.ServiceMessage]{
 		OnMessage: func(m *vpnpb.ServiceMessage) {
 			switch {
 			case m.GetStatus() != nil:
