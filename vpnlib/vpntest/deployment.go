@@ -7,6 +7,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -57,15 +58,23 @@ type Options struct {
 	// Logger receives the logs of the coordinator, DERP relay and agents.
 	// The zero value discards them.
 	Logger slog.Logger
+	// ListenAddr is the IP address and port the deployment listens on;
+	// default "127.0.0.1:0". A test whose tunnel runs in another network
+	// namespace sets an address of a veth that namespace can route to. The
+	// access URL and the embedded relay in the DERP map name the address
+	// the listener got, so clients and agents reach the relay there too.
+	ListenAddr string
 }
 
 // Deployment is an embedded Coder deployment built from Coder's own server
 // parts (tailnet coordinator, dRPC client service, DERP relay) plus the REST
-// endpoints a CoderVPN tunnel calls. It listens on 127.0.0.1 only.
+// endpoints a CoderVPN tunnel calls. It listens on 127.0.0.1 only unless
+// Options.ListenAddr says otherwise.
 //
 // Every /api/v2 endpoint requires Token in the Coder-Session-Token header.
 type Deployment struct {
-	// URL is the access URL, http://127.0.0.1:<port>.
+	// URL is the access URL, http://127.0.0.1:<port> (or Options.ListenAddr's
+	// address and the port the listener got).
 	URL *url.URL
 	// Token is the API token the deployment accepts.
 	Token string
@@ -127,20 +136,24 @@ func Start(ctx context.Context, opts Options) (*Deployment, error) {
 		opts.Token = tok
 	}
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("listen on 127.0.0.1 for the deployment: %w", err)
+	if opts.ListenAddr == "" {
+		opts.ListenAddr = "127.0.0.1:0"
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
+	ln, err := net.Listen("tcp", opts.ListenAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s for the deployment (Options.ListenAddr must be an IP address of this network namespace and a port, 0 for any): %w", opts.ListenAddr, err)
+	}
+	bound := ln.Addr().(*net.TCPAddr).AddrPort()
+	bound = netip.AddrPortFrom(bound.Addr().Unmap(), bound.Port())
 
 	d := &Deployment{
-		URL:       &url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", port)},
+		URL:       &url.URL{Scheme: "http", Host: bound.String()},
 		Token:     opts.Token,
 		OwnerID:   uuid.New(),
 		OwnerName: opts.OwnerName,
 		opts:      opts,
 		logger:    opts.Logger,
-		derpMap:   embeddedDERPMap(port),
+		derpMap:   embeddedDERPMap(bound),
 		listener:  ln,
 		serveDone: make(chan struct{}),
 	}
@@ -213,7 +226,8 @@ func New(t TB, opts Options) *Deployment {
 func (d *Deployment) Options() Options { return d.opts }
 
 // DERPMap returns a copy of the deployment's DERP map: one embedded relay
-// region served by the deployment itself at its 127.0.0.1 listener.
+// region served by the deployment itself at its listener (127.0.0.1 unless
+// Options.ListenAddr says otherwise).
 func (d *Deployment) DERPMap() *tailcfg.DERPMap { return d.derpMap.Clone() }
 
 // clientDERPMap is the DERP map as clients are given it: DERPMap, with the

@@ -3,6 +3,7 @@ package vpntest
 import (
 	"fmt"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"tailscale.com/derp"
@@ -27,7 +28,11 @@ const (
 // embedded region to their access URL (tailnet.RewriteDERPMapDefaultRelay)
 // end up with the same values. STUN is disabled (port -1): clients measure
 // latency with /derp/latency-check instead, and nothing listens for UDP.
-func embeddedDERPMap(port int) *tailcfg.DERPMap {
+func embeddedDERPMap(at netip.AddrPort) *tailcfg.DERPMap {
+	ipv4, ipv6 := at.Addr().String(), "none"
+	if at.Addr().Is6() {
+		ipv4, ipv6 = "none", at.Addr().String()
+	}
 	return &tailcfg.DERPMap{
 		Regions: map[int]*tailcfg.DERPRegion{
 			EmbeddedRegionID: {
@@ -38,10 +43,10 @@ func embeddedDERPMap(port int) *tailcfg.DERPMap {
 				Nodes: []*tailcfg.DERPNode{{
 					Name:      fmt.Sprintf("%db", EmbeddedRegionID),
 					RegionID:  EmbeddedRegionID,
-					HostName:  "127.0.0.1",
-					IPv4:      "127.0.0.1",
-					IPv6:      "none",
-					DERPPort:  port,
+					HostName:  at.Addr().String(),
+					IPv4:      ipv4,
+					IPv6:      ipv6,
+					DERPPort:  int(at.Port()),
 					STUNPort:  -1,
 					ForceHTTP: true,
 				}},

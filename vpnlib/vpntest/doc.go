@@ -46,7 +46,8 @@
 //
 // Like any tailnet engine, an agent's WireGuard UDP socket binds the wildcard
 // address (tailnet.Options has no way to restrict it); the deployment's own
-// HTTP, DERP and coordination endpoints listen on 127.0.0.1 only.
+// HTTP, DERP and coordination endpoints listen on 127.0.0.1 only, or on
+// Options.ListenAddr.
 //
 // # Workspace updates
 //
