@@ -12,11 +12,14 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/codervpn/codervpn/internal/linuxnet"
 )
 
 // The laptop harness: the tunnel process runs in a network namespace of its
@@ -127,6 +130,26 @@ func (l *laptop) addUplink() uplink {
 	return u
 }
 
+// otherVPN creates another VPN's TUN in the laptop and brings it up; the
+// test holds its fd until cleanup and never reads it, so packets routed to
+// it vanish. It returns the device's name; routes are the caller's.
+func (l *laptop) otherVPN() string {
+	l.t.Helper()
+	name := l.stem + "v"
+	h, err := netns.GetFromName(l.ns)
+	if err != nil {
+		l.t.Fatalf("open network namespace %s: %v", l.ns, err)
+	}
+	defer h.Close()
+	f, err := linuxnet.CreateTUNIn(h, name)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() { _ = f.Close() })
+	l.ip("link", "set", name, "up")
+	return name
+}
+
 // do runs fn on a thread that is in the laptop's namespace, so sockets fn
 // creates belong to the laptop. The thread goes back to the test's
 // namespace afterwards, or is discarded by the runtime if it cannot.
@@ -217,31 +240,52 @@ func (s *stream) get(deadline time.Time) error {
 
 func (s *stream) Close() error { return s.c.Close() }
 
-// waitAgent opens new connections to the agent's page from the laptop, each
-// bounded to a second, until one answers or ctx ends; it returns the time
-// of the answer.
+// waitAgent starts a new connection to the agent's page from the laptop
+// every attemptEvery (each bounded to five seconds, so a SYN the kernel
+// retransmits still counts) until one answers or ctx ends; it returns the
+// time of the first answer.
 func (l *laptop) waitAgent(ctx context.Context, to netip.AddrPort) (time.Time, error) {
-	var last error
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	answered := make(chan time.Time, 1)
+	var mu sync.Mutex
+	var last error // the latest attempt's failure
+	tick := time.NewTicker(attemptEvery)
+	defer tick.Stop()
 	for {
-		attempt, cancel := context.WithTimeout(ctx, time.Second)
-		s, err := l.openStream(attempt, to)
-		if err == nil {
-			err = s.get(time.Now().Add(time.Second))
-			s.Close()
-		}
-		cancel()
-		if err == nil {
-			return time.Now(), nil
-		}
-		last = err
-		if ctx.Err() != nil {
-			return time.Time{}, fmt.Errorf("agent at %s never answered a new connection: %w", to, last)
-		}
-		if attempt.Err() == nil { // failed fast (no route, refused): don't spin
-			select {
-			case <-ctx.Done():
-			case <-time.After(100 * time.Millisecond):
+		wg.Go(func() {
+			attempt, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			s, err := l.openStream(attempt, to)
+			if err == nil {
+				err = s.get(time.Now().Add(5 * time.Second))
+				s.Close()
 			}
+			if err == nil {
+				select {
+				case answered <- time.Now():
+				default:
+				}
+				return
+			}
+			mu.Lock()
+			last = err
+			mu.Unlock()
+		})
+		select {
+		case at := <-answered:
+			return at, nil
+		case <-ctx.Done():
+			mu.Lock()
+			defer mu.Unlock()
+			return time.Time{}, fmt.Errorf("agent at %s never answered a new connection: %w (last attempt: %v)", to, ctx.Err(), last)
+		case <-tick.C:
 		}
 	}
 }
+
+// attemptEvery is how often waitAgent starts a new connection: the
+// resolution of the times the scenarios log.
+const attemptEvery = 100 * time.Millisecond

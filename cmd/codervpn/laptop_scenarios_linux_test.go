@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -22,14 +23,17 @@ const outage = 10 * time.Second
 // change takes a path away for good, the moment it took effect: the tunnel
 // must answer over what is left).
 type laptopScenario struct {
-	name   string
+	name string
+	// back names the moment change returns, in the logs.
+	back   string
 	change func(ctx context.Context, t *testing.T, l *laptop, u uplink, lt *laptopTunnel) time.Time
-	// after, if set, runs once the agent has answered a new connection.
-	after func(ctx context.Context, t *testing.T, l *laptop, lt *laptopTunnel)
+	// after, if set, runs once the agent has answered a new connection;
+	// at is what change returned.
+	after func(ctx context.Context, t *testing.T, l *laptop, u uplink, lt *laptopTunnel, agent *vpntest.Agent, at time.Time)
 }
 
 var laptopScenarios = []laptopScenario{
-	{name: "uplink down 10s", change: func(_ context.Context, t *testing.T, l *laptop, u uplink, _ *laptopTunnel) time.Time {
+	{name: "uplink down 10s", back: "link up", change: func(_ context.Context, t *testing.T, l *laptop, u uplink, _ *laptopTunnel) time.Time {
 		l.ip("link", "set", u.guest, "down")
 		time.Sleep(outage) // the outage itself
 		l.ip("link", "set", u.guest, "up")
@@ -38,13 +42,13 @@ var laptopScenarios = []laptopScenario{
 		l.ip("route", "replace", "default", "via", u.gw.String(), "dev", u.guest)
 		return time.Now()
 	}},
-	{name: "address change", change: func(_ context.Context, t *testing.T, l *laptop, u uplink, _ *laptopTunnel) time.Time {
+	{name: "address change", back: "new uplink", change: func(_ context.Context, t *testing.T, l *laptop, u uplink, _ *laptopTunnel) time.Time {
 		nu := l.addUplink()
 		l.ip("route", "replace", "default", "via", nu.gw.String(), "dev", nu.guest)
 		ipRun(t, "link", "delete", u.host)
 		return time.Now()
 	}},
-	{name: "direct UDP blocked", change: blockUDP, after: unblockUDP},
+	{name: "direct UDP blocked", back: "UDP blocked", change: blockUDP, after: unblockUDP},
 }
 
 // TestLaptopNetworkChange runs the tunnel process in a laptop namespace
@@ -77,31 +81,42 @@ func TestLaptopNetworkChange(t *testing.T) {
 				t.Fatalf("before the change: %v", err)
 			}
 			back := sc.change(ctx, t, l, u, lt)
+			// The open connection and new ones, at the same time: neither
+			// waits for the other to have repaired the path.
+			kept := make(chan error, 1)
+			var keptAt time.Time
+			go func() {
+				err := s.get(time.Now().Add(30 * time.Second))
+				keptAt = time.Now()
+				kept <- err
+			}()
 			wctx, wcancel := context.WithTimeout(ctx, time.Minute)
 			answered, err := l.waitAgent(wctx, page)
 			wcancel()
 			if err != nil {
-				t.Fatalf("after the change: %v\n%s", err, lt.logs())
+				t.Errorf("after the change: %v\n%s", err, lt.logs())
+			} else {
+				t.Logf("%s → agent answering a new connection: %v", sc.back, answered.Sub(back).Round(time.Millisecond))
 			}
-			t.Logf("path back → agent answering a new connection: %v", answered.Sub(back).Round(time.Millisecond))
-			start := time.Now()
-			if err := s.get(time.Now().Add(30 * time.Second)); err != nil {
+			if err := <-kept; err != nil {
 				t.Fatalf("the connection opened before the change did not survive: %v\n%s", err, lt.logs())
 			}
-			t.Logf("the connection opened before the change answered again in %v", time.Since(start).Round(time.Millisecond))
+			t.Logf("%s → the connection opened before the change answering: %v", sc.back, keptAt.Sub(back).Round(time.Millisecond))
+			if t.Failed() {
+				return
+			}
 			if sc.after != nil {
-				sc.after(ctx, t, l, lt)
+				sc.after(ctx, t, l, u, lt, agent, back)
 			}
 			lt.stop(ctx, t)
 		})
 	}
 }
 
-// blockUDP makes the laptop refuse to send UDP (an ip rule, as a captive
-// network or a strict firewall would), which takes the direct path away
-// while DERP, over TCP, stays. It checks the rule does that, then waits
-// for the tunnel to ping the agent over DERP.
-func blockUDP(ctx context.Context, t *testing.T, l *laptop, u uplink, lt *laptopTunnel) time.Time {
+// blockUDP makes the laptop refuse to send UDP (an ip rule, as a strict
+// firewall would), which takes the direct path away while DERP, over TCP,
+// stays. It checks that the rule does that.
+func blockUDP(_ context.Context, t *testing.T, l *laptop, u uplink, _ *laptopTunnel) time.Time {
 	l.ip("rule", "add", "ipproto", "udp", "prohibit")
 	blocked := time.Now()
 	var werr error
@@ -119,6 +134,15 @@ func blockUDP(ctx context.Context, t *testing.T, l *laptop, u uplink, lt *laptop
 	if !errors.Is(werr, syscall.EACCES) {
 		t.Fatalf("with the rule a UDP send from the laptop gave %v, want EACCES: the rule does not block UDP", werr)
 	}
+	return blocked
+}
+
+// unblockUDP checks that the tunnel pinged the agent over DERP while UDP
+// was blocked, removes the rule, and waits for the path to go direct
+// again: as the agent sees it (its current address for the laptop, polled)
+// and as the tunnel reports it (a ping with did_p2p, one per ping
+// interval).
+func unblockUDP(ctx context.Context, t *testing.T, l *laptop, u uplink, lt *laptopTunnel, agent *vpntest.Agent, blocked time.Time) {
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	at, err := lt.pings.wait(wctx, blocked, false)
@@ -126,18 +150,96 @@ func blockUDP(ctx context.Context, t *testing.T, l *laptop, u uplink, lt *laptop
 		t.Fatalf("no ping of the agent over DERP after UDP was blocked: %v\n%s", err, lt.logs())
 	}
 	t.Logf("UDP blocked → first ping over DERP: %v", at.Sub(blocked).Round(time.Millisecond))
-	return blocked
-}
-
-// unblockUDP removes the rule and waits for a ping that went direct.
-func unblockUDP(ctx context.Context, t *testing.T, l *laptop, lt *laptopTunnel) {
+	if agentDirectTo(agent, u.addr) {
+		t.Fatalf("the agent still has a direct path to %v with UDP blocked", u.addr)
+	}
 	l.ip("rule", "del", "ipproto", "udp", "prohibit")
 	back := time.Now()
-	wctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	at, err := lt.pings.wait(wctx, back, true)
-	if err != nil {
-		t.Fatalf("the path did not go direct again within a minute of UDP coming back: %v\n%s", err, lt.logs())
+	tick := time.NewTicker(attemptEvery)
+	defer tick.Stop()
+	for !agentDirectTo(agent, u.addr) {
+		select {
+		case <-wctx.Done():
+			t.Fatalf("the agent had no direct path to the laptop within a minute of UDP coming back\n%s", lt.logs())
+		case <-tick.C:
+		}
 	}
-	t.Logf("UDP back → first direct ping: %v (pings every %v)", at.Sub(back).Round(time.Millisecond), vpnlib.DefaultPingInterval)
+	t.Logf("UDP back → the agent's path to the laptop direct: %v", time.Since(back).Round(time.Millisecond))
+	at, err = lt.pings.wait(wctx, back, true)
+	if err != nil {
+		t.Fatalf("the tunnel's pings did not go direct again within a minute of UDP coming back: %v\n%s", err, lt.logs())
+	}
+	t.Logf("UDP back → the tunnel's first direct ping: %v (it pings every %v)", at.Sub(back).Round(time.Millisecond), vpnlib.DefaultPingInterval)
+}
+
+// agentDirectTo says whether the agent's engine currently sends to a peer
+// directly at addr.
+func agentDirectTo(agent *vpntest.Agent, addr netip.Addr) bool {
+	for _, p := range agent.Conn().Status().Peer {
+		if ap, err := netip.ParseAddrPort(p.CurAddr); err == nil && ap.Addr() == addr {
+			return true
+		}
+	}
+	return false
+}
+
+// TestLaptopSecondVPN: after Start, another VPN's TUN in the laptop (up,
+// nobody reading it, so what is routed there vanishes) takes the default
+// route, and with it the route to the deployment. The tunnel's control
+// connection must keep working through the route it started with, or the
+// tunnel must say which route took its deployment away.
+func TestLaptopSecondVPN(t *testing.T) {
+	requireRoot(t)
+	requireTools(t, "ip")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	server := newInternetAddr(t)
+	d := vpntest.New(t, vpntest.Options{ListenAddr: netip.AddrPortFrom(server, 0).String()})
+	if _, err := d.AddRunningAgent(ctx, "dev", "main"); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := newLaptop(t)
+	lt := startLaptopTunnel(ctx, t, l, d)
+	other := l.otherVPN()
+	l.ip("route", "replace", "default", "dev", other)
+	taken := time.Now()
+	t.Logf("the other VPN's %s has the default route", other)
+
+	// The control connection: the deployment drops it (as a restart of
+	// coderd would), so the tunnel must dial again, then starts a
+	// workspace the tunnel hears of only over a new connection. (Over the
+	// old one the deployment's data still reaches the laptop: only what
+	// the laptop sends takes the other VPN's route.)
+	if d.DropControlConnections() == 0 {
+		t.Fatal("the deployment had no control connection to drop")
+	}
+	if _, err := d.AddRunningAgent(ctx, "later", "main"); err != nil {
+		t.Fatal(err)
+	}
+	// Either outcome ends the wait: the new workspace arrives (the
+	// connection was dialed again, so it got through), or the tunnel warns
+	// naming the other VPN's device.
+	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+	defer wcancel()
+	tick := time.NewTicker(attemptEvery)
+	defer tick.Stop()
+	for {
+		for _, r := range lt.m.Rows() {
+			if r.Workspace == "later" {
+				t.Logf("the control connection kept working: the new workspace arrived %v after the route change", time.Since(taken).Round(time.Millisecond))
+				lt.stop(ctx, t)
+				return
+			}
+		}
+		if named := lt.warningsNaming(other); len(named) > 0 {
+			t.Logf("the control connection broke; %v after the route change the tunnel said why:\n%s", time.Since(taken).Round(time.Millisecond), strings.Join(named, "\n"))
+			break
+		}
+		select {
+		case <-wctx.Done():
+			t.Fatalf("within a minute the control connection neither came back nor did the tunnel warn naming %s, whose route took the deployment away\n%s", other, lt.logs())
+		case <-tick.C:
+		}
+	}
+	lt.stop(ctx, t)
 }

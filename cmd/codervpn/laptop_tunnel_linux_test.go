@@ -115,12 +115,16 @@ func (lt *laptopTunnel) logs() string {
 	return b.String()
 }
 
-// logsContaining returns the forwarded log lines that contain s.
-func (lt *laptopTunnel) logsContaining(s string) []string {
+// warningsNaming returns the forwarded warnings and errors that contain s:
+// what a person is shown (the engine's debug lines name every device).
+func (lt *laptopTunnel) warningsNaming(s string) []string {
 	lt.events.mu.Lock()
 	defer lt.events.mu.Unlock()
 	var out []string
 	for _, e := range lt.events.events {
+		if e.Level != "warn" && e.Level != "error" {
+			continue
+		}
 		line := e.Message
 		for k, v := range e.Fields {
 			line += " " + k + "=" + v

@@ -28,7 +28,10 @@ const maxResponseBytes = 8 << 20
 type Client struct {
 	base      *url.URL
 	transport *http.Transport
-	http      *http.Client
+	// routes remembers how the deployment was last reached, to name a
+	// route that another VPN took (ControlDialer warns).
+	routes *routeWatch
+	http   *http.Client
 	// ws is http for the control websocket: a redirect fails the dial with
 	// a redirectError, since the websocket library turns the 3xx answer we
 	// would otherwise get into an error without the status.
@@ -49,9 +52,19 @@ func NewClient(base *url.URL, header http.Header, tlsConfig *tls.Config) *Client
 		transport.TLSClientConfig = tlsConfig.Clone()
 	}
 	transport.ResponseHeaderTimeout = 0 // the caller's context bounds each request
+	routes := newRouteWatch()
+	dial := transport.DialContext
+	transport.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err == nil {
+			routes.connected(c.RemoteAddr())
+		}
+		return c, err
+	}
 	rt := &headerTransport{header: header, next: transport}
 	return &Client{
 		base:      base,
+		routes:    routes,
 		transport: transport,
 		header:    header,
 		http: &http.Client{

@@ -33,6 +33,10 @@ type ControlDialer struct {
 	base   *url.URL
 	first  chan error // receives the decisive first outcome, once
 	health *controlHealth
+	// routes and routeLog: a failed dial checks whether the route to the
+	// deployment moved to another device, and warns there if it did.
+	routes   *routeWatch
+	routeLog slog.Logger
 
 	once    sync.Once
 	mu      sync.Mutex
@@ -53,7 +57,7 @@ func (c *Client) ControlDialer(owner uuid.UUID, logger, health slog.Logger) *Con
 		workspacesdk.WithWorkspaceUpdates(&tailnetproto.WorkspaceUpdatesRequest{
 			WorkspaceOwnerId: tailnet.UUIDToByteSlice(owner),
 		}))
-	return &ControlDialer{inner: inner, base: c.base, first: make(chan error, 1), health: newControlHealth(health)}
+	return &ControlDialer{inner: inner, base: c.base, first: make(chan error, 1), health: newControlHealth(health), routes: c.routes, routeLog: health}
 }
 
 // Dial implements tailnet.ControlProtocolDialer.
@@ -73,6 +77,9 @@ func (d *ControlDialer) Dial(ctx context.Context, r tailnet.ResumeTokenControlle
 	}
 	described := describeDialError(d.base, err)
 	d.health.dialed(ctx, described)
+	if ctx.Err() == nil {
+		d.routes.check(ctx, d.routeLog)
+	}
 	d.mu.Lock()
 	d.lastErr = described
 	d.mu.Unlock()
