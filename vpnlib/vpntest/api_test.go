@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -100,11 +101,20 @@ func TestSDKDecodes(t *testing.T) {
 			BlockDirect: true, DERPForceWebSockets: true,
 			HostnameSuffix: "ws.example", Token: "abc-def", OwnerName: "bob",
 		}},
+		// Another address than 127.0.0.1 (Linux answers on all of
+		// 127.0.0.0/8): the URL and the DERP map name it.
+		{"listen address", vpntest.Options{ListenAddr: "127.0.0.2:0"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.opts.ListenAddr != "" && runtime.GOOS != "linux" {
+				t.Skip("127.0.0.2 is a local address on Linux only")
+			}
 			ctx := testCtx(t)
 			d := vpntest.New(t, tc.opts)
+			if tc.opts.ListenAddr != "" && d.URL.Hostname() != "127.0.0.2" {
+				t.Fatalf("URL %s, want host 127.0.0.2 (Options.ListenAddr)", d.URL)
+			}
 			if tc.opts.Token != "" && d.Token != tc.opts.Token {
 				t.Fatalf("token %q, want %q", d.Token, tc.opts.Token)
 			}
@@ -162,7 +172,7 @@ func checkDERPMap(t *testing.T, d *vpntest.Deployment, info workspacesdk.AgentCo
 		t.Fatalf("region %+v is not one embedded relay node", r)
 	}
 	n := r.Nodes[0]
-	if n.HostName != d.URL.Hostname() || n.DERPPort != mustPort(t, d) || !n.ForceHTTP || n.STUNPort != -1 {
+	if n.HostName != d.URL.Hostname() || n.IPv4 != d.URL.Hostname() || n.DERPPort != mustPort(t, d) || !n.ForceHTTP || n.STUNPort != -1 {
 		t.Fatalf("DERP node %+v does not point at %s without STUN", n, d.URL)
 	}
 	// The relay answers there.
