@@ -62,10 +62,10 @@ func deploymentHosts(u *url.URL, derp *tailcfg.DERPMap) []string {
 }
 
 // excludedFromTunnel returns, as host routes, the addresses of hosts that
-// fall inside routes. A host that does not resolve is skipped (the
-// connection to it fails on its own, with its own error).
-func excludedFromTunnel(ctx context.Context, resolve hostResolver, hosts []string, routes []netip.Prefix, logger slog.Logger) []netip.Prefix {
-	var out []netip.Prefix
+// fall inside routes, and every address the hosts resolved to. A host that
+// does not resolve is skipped (the connection to it fails on its own, with
+// its own error).
+func excludedFromTunnel(ctx context.Context, resolve hostResolver, hosts []string, routes []netip.Prefix, logger slog.Logger) (out []netip.Prefix, all []netip.Addr) {
 	for _, h := range hosts {
 		addrs := []netip.Addr(nil)
 		if a, err := netip.ParseAddr(h); err == nil {
@@ -79,6 +79,9 @@ func excludedFromTunnel(ctx context.Context, resolve hostResolver, hosts []strin
 		}
 		for _, a := range addrs {
 			a = a.Unmap().WithZone("")
+			if !slices.Contains(all, a) {
+				all = append(all, a)
+			}
 			for _, r := range routes {
 				if !r.Contains(a) {
 					continue
@@ -93,5 +96,5 @@ func excludedFromTunnel(ctx context.Context, resolve hostResolver, hosts []strin
 			}
 		}
 	}
-	return out
+	return out, all
 }

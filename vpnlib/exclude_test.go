@@ -41,7 +41,7 @@ func TestExcludedFromTunnel(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got := excludedFromTunnel(context.Background(), resolve, tc.hosts, tunnelRoutes, slog.Make())
+			got, _ := excludedFromTunnel(context.Background(), resolve, tc.hosts, tunnelRoutes, slog.Make())
 			var gotS []string
 			for _, p := range got {
 				gotS = append(gotS, p.String())

@@ -81,6 +81,7 @@ func (t *Tunnel) startSession(ctx context.Context, p startParams) (_ *session, e
 	if err := s.startEngine(ctx); err != nil {
 		return nil, err
 	}
+	s.startRouteWatch()
 	s.startControllers()
 	if err := s.awaitReady(ctx); err != nil {
 		return nil, err
@@ -136,7 +137,12 @@ func (s *sessionStart) openDevice() error {
 // startEngine starts the tailnet engine on the device, with the network
 // settings as its router and DNS configurator.
 func (s *sessionStart) startEngine(ctx context.Context) error {
-	exclude := excludedFromTunnel(ctx, s.t.cfg.resolveHost, deploymentHosts(s.p.url, s.info.DERPMap), tunnelRoutes, s.logger)
+	exclude, addrs := excludedFromTunnel(ctx, s.t.cfg.resolveHost, deploymentHosts(s.p.url, s.info.DERPMap), tunnelRoutes, s.logger)
+	s.client.WatchRoutes(addrs) // before our own device has any route
+	mon, err := s.t.newNetworkMonitor()
+	if err != nil {
+		return err
+	}
 	s.settings = newNetSettings(s.t.requestSettings, s.t.cfg.SettingsTimeout, s.suffix, exclude, s.logger.Named("settings"))
 	// coderd's relay needs no token (its /derp route is unauthenticated, and
 	// Coder's own SDK sends none), and the DERP map may name relays on hosts
@@ -144,6 +150,7 @@ func (s *sessionStart) startEngine(ctx context.Context) error {
 	derpHeader := s.p.header.Clone()
 	derpHeader.Del(codersdk.SessionTokenHeader)
 	conn, err := s.t.cfg.newEngine(&tailnet.Options{
+		WireguardMonitor:    mon,
 		Addresses:           []netip.Prefix{netip.PrefixFrom(tailnet.CoderServicePrefix.RandomAddr(), 128)},
 		DERPMap:             s.info.DERPMap,
 		DERPHeader:          &derpHeader,
@@ -157,10 +164,11 @@ func (s *sessionStart) startEngine(ctx context.Context) error {
 		DNSMatchDomain:      s.suffix,
 	})
 	if err != nil {
+		_ = mon.Close() // the engine closed it already, unless it is a test's fake
 		return fmt.Errorf("start the tailnet engine: %w", err)
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
-	s.sess = &session{runCtx: runCtx, cancel: cancel, conn: conn, dev: s.dev, settings: s.settings, client: s.client}
+	s.sess = &session{runCtx: runCtx, cancel: cancel, conn: conn, mon: mon, dev: s.dev, settings: s.settings, client: s.client}
 	s.proxy = newEngineProxy(runCtx, conn)
 	s.sess.peers = newPeerTracker(s.me.Username, s.suffix, s.proxy, s.t.sendPeerUpdate)
 	proxy, logger := s.proxy, s.logger

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tailscale/wireguard-go/tun"
+	"tailscale.com/net/netmon"
 
 	"github.com/coder/coder/v2/tailnet"
 
@@ -23,6 +24,7 @@ type session struct {
 	cancel     context.CancelFunc // ends runCtx: the controllers and the ping loop
 	controller *tailnet.Controller
 	conn       engine
+	mon        *netmon.Monitor // the engine's network monitor (route_watch.go)
 	dev        tun.Device
 	settings   *netSettings
 	peers      *peerTracker
@@ -63,6 +65,7 @@ func (s *session) halt() error {
 		s.wg.Wait()
 		s.waker.close() // a wake's rebind ends quickly once runCtx is canceled
 		s.haltErr = s.conn.Close()
+		_ = s.mon.Close() // the engine closed it, unless it is a test's fake
 		_ = s.dev.Close() // the engine closed it already; this is a no-op then
 	})
 	return s.haltErr

@@ -9,9 +9,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 
+	"cdr.dev/slog/v3"
 	"github.com/coder/coder/v2/codersdk"
 	"github.com/coder/coder/v2/codersdk/workspacesdk"
 )
@@ -239,4 +241,25 @@ func trimForMessage(s string) string {
 		return s[:200] + "…"
 	}
 	return s
+}
+
+// WatchRoutes records the routes the kernel gives addrs now (the DERP
+// relays', resolved as the engine dials them) as routes the deployment was
+// reached by, beside the control host's route that each successful dial
+// records. NetworkChanged compares against them.
+func (c *Client) WatchRoutes(addrs []netip.Addr) {
+	for _, a := range addrs {
+		c.routes.reached(a.Unmap().WithZone(""))
+	}
+}
+
+// NetworkChanged is called when the system's links or routes changed: if
+// the kernel now routes one of the deployment's addresses through another
+// device than it was reached by, it reports that once on logger, as a
+// warning when the new device is a VPN's (another VPN took the
+// deployment's traffic, and the tunnel may stop reaching it), else as info
+// (a new uplink, which the tunnel follows). It reports nothing where routes
+// cannot be looked up (Linux only for now).
+func (c *Client) NetworkChanged(ctx context.Context, logger slog.Logger) {
+	c.routes.check(ctx, logger, networkChanged)
 }

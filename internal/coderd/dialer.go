@@ -78,7 +78,7 @@ func (d *ControlDialer) Dial(ctx context.Context, r tailnet.ResumeTokenControlle
 	described := describeDialError(d.base, err)
 	d.health.dialed(ctx, described)
 	if ctx.Err() == nil {
-		d.routes.check(ctx, d.routeLog)
+		d.routes.check(ctx, d.routeLog, dialFailed)
 	}
 	d.mu.Lock()
 	d.lastErr = described

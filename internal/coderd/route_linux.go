@@ -21,9 +21,20 @@ func lookupRoute(addr netip.Addr) (route, error) {
 	if err != nil {
 		return route{}, fmt.Errorf("the device of the route to %s (index %d): %w", addr, routes[0].LinkIndex, err)
 	}
-	r := route{To: addr, Dev: link.Attrs().Name}
+	r := route{To: addr, Dev: link.Attrs().Name, Tunnel: isTunnelLink(link)}
 	if gw, ok := netip.AddrFromSlice(routes[0].Gw); ok {
 		r.Gw = gw.Unmap()
 	}
 	return r, nil
+}
+
+// isTunnelLink says whether a device is of a kind VPNs use: a TUN or TAP
+// (OpenVPN, Tailscale, most VPN clients), WireGuard, PPP, or an IP tunnel.
+func isTunnelLink(l netlink.Link) bool {
+	switch l.Type() {
+	case "tuntap", "wireguard", "ipip", "gre", "gretap", "ip6tnl", "ip6gre", "sit", "vti", "vti6", "xfrm":
+		return true
+	}
+	encap := l.Attrs().EncapType
+	return encap == "ppp" || encap == "none" // a TUN opened without netlink's help reads "none"
 }
