@@ -115,12 +115,21 @@ func (lt *laptopTunnel) logs() string {
 	return b.String()
 }
 
-// warningsNaming returns the forwarded warnings and errors that contain s:
+// loggedLine is one forwarded log line: when the tunnel logged it, and its
+// message with its fields.
+type loggedLine struct {
+	at   time.Time
+	text string
+}
+
+func (l loggedLine) String() string { return l.at.Format("15:04:05.000") + " " + l.text }
+
+// warningsWith returns the forwarded warnings and errors that contain s:
 // what a person is shown (the engine's debug lines name every device).
-func (lt *laptopTunnel) warningsNaming(s string) []string {
+func (lt *laptopTunnel) warningsWith(s string) []loggedLine {
 	lt.events.mu.Lock()
 	defer lt.events.mu.Unlock()
-	var out []string
+	var out []loggedLine
 	for _, e := range lt.events.events {
 		if e.Level != "warn" && e.Level != "error" {
 			continue
@@ -130,7 +139,7 @@ func (lt *laptopTunnel) warningsNaming(s string) []string {
 			line += " " + k + "=" + v
 		}
 		if strings.Contains(line, s) {
-			out = append(out, e.Time.Format("15:04:05.000")+" "+e.Level+" "+line)
+			out = append(out, loggedLine{at: e.Time, text: line})
 		}
 	}
 	return out
