@@ -53,6 +53,23 @@ func TestExcludedFromTunnel(t *testing.T) {
 	}
 }
 
+// The route watch gets every address the hosts resolved to, once each,
+// inside the tunnel's route or not; unresolvable names add none.
+func TestDeploymentAddresses(t *testing.T) {
+	t.Parallel()
+	resolve := func(_ context.Context, host string) ([]netip.Addr, error) {
+		if host == "relay.example" {
+			return []netip.Addr{netip.MustParseAddr("::ffff:192.0.2.7"), netip.MustParseAddr("fd60:627a:a42b::9")}, nil
+		}
+		return nil, errors.New("no such host")
+	}
+	_, all := excludedFromTunnel(context.Background(), resolve, []string{"192.0.2.7", "nowhere.example", "relay.example"}, tunnelRoutes, slog.Make())
+	want := []netip.Addr{netip.MustParseAddr("192.0.2.7"), netip.MustParseAddr("fd60:627a:a42b::9")}
+	if !slices.Equal(all, want) {
+		t.Fatalf("addresses %v, want %v", all, want)
+	}
+}
+
 func TestDeploymentHosts(t *testing.T) {
 	t.Parallel()
 	u, _ := url.Parse("https://coder.example:8443/")
