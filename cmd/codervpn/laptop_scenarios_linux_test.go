@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -47,7 +48,7 @@ var laptopScenarios = []laptopScenario{
 		l.ip("route", "replace", "default", "via", nu.gw.String(), "dev", nu.guest)
 		ipRun(t, "link", "delete", u.host)
 		return time.Now()
-	}},
+	}, after: newUplinkNoted},
 	{name: "direct UDP blocked", back: "UDP blocked", change: blockUDP, after: unblockUDP},
 }
 
@@ -113,6 +114,28 @@ func TestLaptopNetworkChange(t *testing.T) {
 			}
 			lt.stop(ctx, t)
 		})
+	}
+}
+
+// newUplinkNoted checks that the tunnel noted the move of the
+// deployment's route to the new uplink as news (info), not as another VPN
+// (the loop's check: no such warning).
+func newUplinkNoted(ctx context.Context, t *testing.T, l *laptop, _ uplink, lt *laptopTunnel, _ *vpntest.Agent, switched time.Time) {
+	nu := fmt.Sprintf("%sl%d", l.stem, l.n-1)
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	tick := time.NewTicker(attemptEvery)
+	defer tick.Stop()
+	for {
+		if noted := lt.linesWith("moved to another network device: "+nu, "info"); len(noted) > 0 {
+			t.Logf("new uplink → the tunnel noted the route's move: %v\n%s", noted[0].at.Sub(switched).Round(time.Millisecond), noted[0].text)
+			return
+		}
+		select {
+		case <-wctx.Done():
+			t.Fatalf("the tunnel never noted that the route to the deployment moved to %s\n%s", nu, lt.logs())
+		case <-tick.C:
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -127,11 +128,17 @@ func (l loggedLine) String() string { return l.at.Format("15:04:05.000") + " " +
 // warningsWith returns the forwarded warnings and errors that contain s:
 // what a person is shown (the engine's debug lines name every device).
 func (lt *laptopTunnel) warningsWith(s string) []loggedLine {
+	return lt.linesWith(s, "warn", "error")
+}
+
+// linesWith returns the forwarded log lines at one of levels that
+// contain s.
+func (lt *laptopTunnel) linesWith(s string, levels ...string) []loggedLine {
 	lt.events.mu.Lock()
 	defer lt.events.mu.Unlock()
 	var out []loggedLine
 	for _, e := range lt.events.events {
-		if e.Level != "warn" && e.Level != "error" {
+		if !slices.Contains(levels, e.Level) {
 			continue
 		}
 		line := e.Message
