@@ -48,6 +48,7 @@ type Configurator struct {
 	setUp    bool
 	addrs    []netip.Prefix // installed by us
 	routes   []netip.Prefix // installed by us
+	pins     []pin          // routes keeping excluded prefixes out (exclude_linux.go)
 	dnsSet   bool
 	lastNote string
 }
@@ -145,6 +146,9 @@ func (c *Configurator) applyIface(s settings) error {
 		}
 	}
 
+	// Old routes go first and the holes are pinned before any new route is
+	// installed: a route we install must never capture an excluded prefix,
+	// not even for a moment.
 	for _, p := range c.routes {
 		if !contains(s.routes, p) {
 			if err := c.nl.RouteDel(c.routeOf(p)); err != nil && !gone(err) {
@@ -153,6 +157,9 @@ func (c *Configurator) applyIface(s settings) error {
 		}
 	}
 	c.routes = keep(c.routes, s.routes)
+	if err := c.applyExclusions(s); err != nil {
+		return err
+	}
 	for _, p := range s.routes {
 		if err := c.nl.RouteReplace(c.routeOf(p)); err != nil {
 			return fmt.Errorf("add route %s via %s: %w", p, c.cfg.Link, err)
@@ -217,6 +224,7 @@ func (c *Configurator) Close() error {
 			errs = append(errs, fmt.Errorf("remove route %s via %s: %w", p, c.cfg.Link, err))
 		}
 	}
+	errs = append(errs, c.removePins()...)
 	for _, p := range c.addrs {
 		if err := c.nl.AddrDel(link, addrOf(p)); err != nil && !gone(err) {
 			errs = append(errs, fmt.Errorf("remove address %s from %s: %w", p, c.cfg.Link, err))
