@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tailscale/wireguard-go/tun"
 	"golang.org/x/sys/unix"
 )
 
@@ -123,7 +124,7 @@ type reader struct {
 	done chan error
 }
 
-func startReader(t *testing.T, d *Device, bufSize int) *reader {
+func startReader(t *testing.T, d tun.Device, bufSize int) *reader {
 	t.Helper()
 	r := &reader{pkts: make(chan []byte, 64), done: make(chan error, 1)}
 	go func() {
