@@ -25,6 +25,12 @@ const (
 	soakPeersEvery   = 10 * time.Second
 	soakSampleEvery  = time.Minute
 	soakFaultWindow  = 15 * time.Second
+	// soakAttemptTimeout bounds one request. The soak judges whether the
+	// tunnel answers, not how fast: on a 2-core machine loaded 8 times over
+	// (other builds and tests) a new connection through the userspace stack
+	// and the engine took over 2 s (attemptTimeout) now and then, with no
+	// fault anywhere. The slowest answer is printed.
+	soakAttemptTimeout = 10 * time.Second
 	// soakFlat is the largest growth per minute called flat, once the soak
 	// ran long enough (soakJudgeAfter) to tell a leak from warm-up.
 	soakFlatGoroutines = 0.5
@@ -42,10 +48,11 @@ const (
 // is restarted (new keys, same id) every minute, the control connection is
 // cut every 5 minutes and GetPeerUpdate asked every 10 s. Each minute it
 // prints the process's RSS, goroutines and open fds, and at the end their
-// slope per minute. It fails when a request outside a fault window fails,
-// when a fault did not happen or either agent never answered after it, and,
-// for runs of 10 minutes or more, when goroutines or fds grow by more than
-// half a one per minute (a leak of one per reconnect shows).
+// slope per minute. It fails when a request begun outside a fault window
+// fails (each may take soakAttemptTimeout), when a fault did not happen or
+// either agent never answered after it, and, for runs of 10 minutes or
+// more, when goroutines or fds grow by more than half a one per minute (a
+// leak of one per reconnect shows).
 //
 // A short run (CI runs 2 minutes after `make test`) cuts the control
 // connection once, at 3/4 of the run, instead of every 5 minutes, so that
@@ -100,21 +107,29 @@ func TestSoak(t *testing.T) {
 		}
 		mu.Unlock()
 	}
-	outcome := func(err error, what, agent string) {
+	var slowest time.Duration
+	slow := 0 // answers that took longer than attemptTimeout
+	// outcome judges a request that began at begun: a failure is forgiven
+	// when it began within a fault window.
+	outcome := func(err error, begun time.Time, what, agent string) {
 		mu.Lock()
 		defer mu.Unlock()
-		switch {
+		switch took := time.Since(begun); {
 		case err == nil:
 			ok++
 			if agent != "" {
 				answered[agent] = time.Now()
 			}
-		case time.Since(lastFault) < soakFaultWindow:
+			slowest = max(slowest, took)
+			if took > attemptTimeout {
+				slow++
+			}
+		case begun.Sub(lastFault) < soakFaultWindow:
 			forgiven++
 		default:
 			bad++
-			t.Errorf("%s failed outside a fault window (last fault %v ago): %v",
-				what, time.Since(lastFault).Round(time.Second), err)
+			t.Errorf("%s failed outside a fault window (began %v after the last fault, failed after %v): %v",
+				what, begun.Sub(lastFault).Round(time.Second), took.Round(time.Millisecond), err)
 		}
 	}
 
@@ -139,8 +154,9 @@ func TestSoak(t *testing.T) {
 				agent = restarted
 				mu.Unlock()
 			}
-			if err := probeHTTP(ctx, r.h, agent); ctx.Err() == nil {
-				outcome(err, "a new TCP connection to "+agent.Name, agent.Name)
+			begun := time.Now()
+			if err := probeHTTPWithin(ctx, r.h, agent, soakAttemptTimeout); ctx.Err() == nil {
+				outcome(err, begun, "a new TCP connection to "+agent.Name, agent.Name)
 			}
 		case <-restarts.C:
 			fault("agent restart")
@@ -155,11 +171,12 @@ func TestSoak(t *testing.T) {
 			fault("control connection cut")
 			r.d.DropControlConnections()
 		case <-peers.C:
-			pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+			begun := time.Now()
+			pctx, pcancel := context.WithTimeout(ctx, soakAttemptTimeout)
 			_, err := r.h.GetPeerUpdate(pctx)
 			pcancel()
 			if ctx.Err() == nil {
-				outcome(err, "GetPeerUpdate", "")
+				outcome(err, begun, "GetPeerUpdate", "")
 			}
 		case <-samples.C:
 			s := takeSoakSample(t, time.Since(start))
@@ -169,6 +186,7 @@ func TestSoak(t *testing.T) {
 	series = append(series, takeSoakSample(t, time.Since(start)))
 	rss, heap, gor, fds := soakSlopes(series)
 	t.Logf("soak of %v: %d requests answered, %d failed in fault windows (forgiven), %d failed outside them", duration, ok, forgiven, bad)
+	t.Logf("slowest answer %v; %d answers took longer than %v", slowest.Round(time.Millisecond), slow, attemptTimeout)
 	t.Logf("slope per minute: RSS %+.0f KiB, heap %+.0f KiB, goroutines %+.2f, fds %+.2f", rss, heap, gor, fds)
 	for _, kind := range []string{"agent restart", "control connection cut"} {
 		at, seen := firstFault[kind]
