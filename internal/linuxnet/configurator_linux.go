@@ -30,6 +30,12 @@ type Config struct {
 	// Notify receives things the person running the host should know, such as
 	// DNS not being configured. It is called synchronously from Apply.
 	Notify func(msg string)
+	// TunnelElsewhere says the tunnel's own connections (control, DERP, UDP)
+	// do not use this namespace's routes: the TUN was created in another
+	// network namespace than the tunnel's process. Our routes then cannot
+	// loop the tunnel's traffic, so an excluded route with no route outside
+	// the TUN is reported through Notify instead of refusing the settings.
+	TunnelElsewhere bool
 }
 
 // Configurator applies NetworkSettingsRequests to one interface and

@@ -70,6 +70,13 @@ func (c *Configurator) applyExclusions(s settings) error {
 			continue
 		}
 		r, err := c.underlayRoute(dst)
+		if err != nil && c.cfg.TunnelElsewhere {
+			// Only this namespace's own traffic to dst goes into the TUN.
+			if c.cfg.Notify != nil {
+				c.cfg.Notify(err.Error())
+			}
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -165,8 +172,15 @@ func (c *Configurator) mainRouteAvoidingTUN(dst netip.Prefix) (net.IP, int, bool
 }
 
 // noRoute is the error for an excluded prefix with nowhere to go but the
-// tunnel: installing our routes would then loop the deployment's traffic.
+// tunnel: installing our routes would then loop the deployment's traffic
+// (unless the tunnel runs in another namespace: Config.TunnelElsewhere).
 func (c *Configurator) noRoute(dst netip.Prefix, err error) error {
+	if c.cfg.TunnelElsewhere {
+		return fmt.Errorf("excluded route %s (kept outside the tunnel, but inside its routes) has no route outside %s in its namespace: %w; "+
+			"connections from that namespace to %s go into the tunnel (the tunnel's own do not: it runs in another namespace). "+
+			"If they must not, add a route there (e.g. `ip route add %s via GATEWAY`)",
+			dst, c.cfg.Link, err, dst.Addr(), dst)
+	}
 	return fmt.Errorf("excluded route %s (kept outside the tunnel, but inside its routes) has no route outside %s: %w; "+
 		"the tunnel's routes would capture it and loop its own traffic. Add a route to %s through your network "+
 		"(e.g. `ip route add %s via GATEWAY`), or reach the deployment at an address outside the tunnel's routes",
