@@ -66,9 +66,15 @@ func openOffload(fd int, opts Options) (tun.Device, error) {
 		d.closeRestore()
 		return nil, fmt.Errorf("tunfd: dup fd %d: %w", fd, err)
 	}
-	// The engine's device makes own non-blocking, wraps it in an os.File and
-	// enables the offloads. On failure that os.File is out of our reach: its
-	// finalizer closes own, so it must not be closed here too.
+	// Non-blocking before the engine's device wraps own in an os.File, so
+	// that reads park in the netpoller and Close wakes them. Once wrapped, a
+	// failure leaves that os.File out of our reach: its finalizer closes own,
+	// so it must not be closed here too.
+	if err := unix.SetNonblock(own, true); err != nil {
+		unix.Close(own)
+		d.closeRestore()
+		return nil, fmt.Errorf("tunfd: make fd %d non-blocking: %w", fd, err)
+	}
 	dev, _, err := tun.CreateUnmonitoredTUNFromFD(own)
 	if err != nil {
 		d.closeRestore()
