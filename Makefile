@@ -148,9 +148,10 @@ check-darwin: dylib-darwin codervpn-darwin
 	CODERVPN_LINUX_HEADER='$(CURDIR)/cmd/dylib/codervpn.h' \
 		$(GO) test -count=1 -v -run '^TestArtefacts$$' ./internal/darwincheck
 
-# soak runs one tunnel for DURATION (default 2m; 30m for the
-# README's figures) under the faults of a laptop's day and prints RSS,
-# goroutines and fds each minute and their slope (vpnlib TestSoak).
+# soak runs one tunnel for DURATION (default 2m, what CI runs after
+# `make test`; 30m for the README's figures) under the faults of a laptop's
+# day and prints RSS, goroutines and fds each minute and their slope (vpnlib
+# TestSoak; slopes are judged from 10m on).
 DURATION ?= 2m
 soak:
 	CODERVPN_SOAK_DURATION=$(DURATION) $(GO) test -count=1 -timeout 6h -run '^TestSoak$$' -v ./vpnlib/

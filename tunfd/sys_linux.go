@@ -75,7 +75,7 @@ func checkIface(ifc iface, framing Framing) error {
 		// does prove the tun prepends packet info.
 		return fmt.Errorf("%s was opened without IFF_NO_PI, so every packet carries a 4-byte packet-info header; open it with IFF_TUN|IFF_NO_PI", ifc.name)
 	case ifc.flags&unix.IFF_VNET_HDR != 0:
-		return fmt.Errorf("%s was opened with IFF_VNET_HDR, which this device does not parse; open it with IFF_TUN|IFF_NO_PI only", ifc.name)
+		return fmt.Errorf("%s was opened with IFF_VNET_HDR, which this device does not parse; use OpenDevice, or open it with IFF_TUN|IFF_NO_PI only", ifc.name)
 	case framing != FramingNone:
 		return fmt.Errorf("%s is a Linux tun, which carries raw IP packets; use FramingNone (or Open), not utun framing", ifc.name)
 	}

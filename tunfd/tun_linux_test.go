@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tailscale/wireguard-go/tun"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,7 +26,7 @@ var (
 	tunPeer6  = [16]byte{0xfd, 0x99, 15: 2}
 )
 
-func requireTUN(t *testing.T) {
+func requireTUN(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("skipping real-TUN test: needs root to create a network namespace and a TUN device (CI runs as root)")
@@ -38,7 +39,7 @@ func requireTUN(t *testing.T) {
 	}
 }
 
-func ipCmd(t *testing.T, args ...string) {
+func ipCmd(t testing.TB, args ...string) {
 	t.Helper()
 	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -58,7 +59,7 @@ func newNetns(t *testing.T) string {
 // and returns its fd (closed at the end of the test). setns changes only the
 // calling OS thread, so the work runs on a locked thread that is thrown away
 // afterwards rather than returned to the scheduler in the wrong namespace.
-func openTUN(t *testing.T, ns, dev string, flags uint16) int {
+func openTUN(t testing.TB, ns, dev string, flags uint16) int {
 	t.Helper()
 	type result struct {
 		fd  int
@@ -123,7 +124,7 @@ type reader struct {
 	done chan error
 }
 
-func startReader(t *testing.T, d *Device, bufSize int) *reader {
+func startReader(t *testing.T, d tun.Device, bufSize int) *reader {
 	t.Helper()
 	r := &reader{pkts: make(chan []byte, 64), done: make(chan error, 1)}
 	go func() {

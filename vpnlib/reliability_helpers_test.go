@@ -27,7 +27,12 @@ const attemptTimeout = 2 * time.Second
 // probeHTTP fetches / from agent through h's tunnel once and checks that the
 // agent named itself.
 func probeHTTP(ctx context.Context, h *hosttest.Host, a *vpntest.Agent) error {
-	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	return probeHTTPWithin(ctx, h, a, attemptTimeout)
+}
+
+// probeHTTPWithin is probeHTTP bounded by d instead of attemptTimeout.
+func probeHTTPWithin(ctx context.Context, h *hosttest.Host, a *vpntest.Agent, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	conn, err := h.DialTCP(ctx, netip.AddrPortFrom(a.Addr, a.HTTPPort))
 	if err != nil {

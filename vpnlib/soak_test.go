@@ -2,6 +2,7 @@ package vpnlib_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"runtime"
 	"strconv"
@@ -25,11 +26,22 @@ const (
 	soakPeersEvery   = 10 * time.Second
 	soakSampleEvery  = time.Minute
 	soakFaultWindow  = 15 * time.Second
+	// soakAttemptTimeout bounds one request. The soak judges whether the
+	// tunnel answers, not how fast: now and then a new connection loses its
+	// SYN and two retransmissions (answered after 7.0 s: gVisor's 1, 2 and
+	// 4 s) 9-40 s after the start or a control cut, on a loaded machine or
+	// not. Not explained yet (README, Reliability); with attemptTimeout's 2 s
+	// those runs failed. The slowest answer is printed, with when it began.
+	soakAttemptTimeout = 10 * time.Second
 	// soakFlat is the largest growth per minute called flat, once the soak
 	// ran long enough (soakJudgeAfter) to tell a leak from warm-up.
 	soakFlatGoroutines = 0.5
 	soakFlatFDs        = 0.5
 	soakJudgeAfter     = 10 * time.Minute
+	// soakShortest is the shortest run that sees every fault and the
+	// tunnel answering after it: an agent restart at 1 min, a control cut
+	// at 3/4 of the run (see TestSoak), and requests after both.
+	soakShortest = 2 * time.Minute
 )
 
 // TestSoak is `make soak DURATION=30m` (not part of `make test`): hours of
@@ -38,17 +50,30 @@ const (
 // is restarted (new keys, same id) every minute, the control connection is
 // cut every 5 minutes and GetPeerUpdate asked every 10 s. Each minute it
 // prints the process's RSS, goroutines and open fds, and at the end their
-// slope per minute. It fails when a request outside a fault window fails,
-// and, for runs of 10 minutes or more, when goroutines or fds grow by more
-// than half a one per minute (a leak of one per reconnect shows).
+// slope per minute. It fails when a request begun outside a fault window
+// fails (each may take soakAttemptTimeout), when a fault did not happen or
+// either agent never answered after it, and, for runs of 10 minutes or
+// more, when goroutines or fds grow by more than half a one per minute (a
+// leak of one per reconnect shows).
+//
+// A short run (CI runs 2 minutes after `make test`) cuts the control
+// connection once, at 3/4 of the run, instead of every 5 minutes, so that
+// it sees every fault. Its slopes are printed but not judged: through three
+// samples a minute apart they are warm-up and GC noise. Its leak check is
+// the rig's instead: every goroutine and fd the test made is gone after
+// Stop.
 func TestSoak(t *testing.T) {
 	env := os.Getenv("CODERVPN_SOAK_DURATION")
 	if env == "" {
 		t.Skip("a soak test; run it with `make soak DURATION=30m` (CODERVPN_SOAK_DURATION)")
 	}
 	duration, err := time.ParseDuration(env)
-	if err != nil || duration <= 0 {
-		t.Fatalf("CODERVPN_SOAK_DURATION=%q: want a duration such as 30m", env)
+	if err != nil || duration < soakShortest {
+		t.Fatalf("CODERVPN_SOAK_DURATION=%q: want a duration of at least %v, such as 30m (a shorter run sees no fault and the recovery after it)", env, soakShortest)
+	}
+	cutEvery := soakCutEvery
+	if duration < soakCutEvery {
+		cutEvery = duration * 3 / 4
 	}
 	r := newRig(t, rigOptions{
 		deployment: &vpntest.Options{},
@@ -71,30 +96,52 @@ func TestSoak(t *testing.T) {
 		lastFault = time.Now() // the start: the engine settles in
 		ok, bad   int
 		forgiven  int
+		// firstFault is when each kind of fault first happened; answered
+		// is when each agent last answered.
+		firstFault = map[string]time.Time{}
+		answered   = map[string]time.Time{}
 	)
-	fault := func() {
+	fault := func(kind string) {
 		mu.Lock()
 		lastFault = time.Now()
+		if _, seen := firstFault[kind]; !seen {
+			firstFault[kind] = lastFault
+		}
 		mu.Unlock()
 	}
-	outcome := func(err error, what string) {
+	var slowest time.Duration
+	var slowestWhat string
+	slow := 0 // answers that took longer than attemptTimeout
+	// outcome judges a request that began at begun: a failure is forgiven
+	// when it began within a fault window.
+	outcome := func(err error, begun time.Time, what, agent string) {
 		mu.Lock()
 		defer mu.Unlock()
-		switch {
+		switch took := time.Since(begun); {
 		case err == nil:
 			ok++
-		case time.Since(lastFault) < soakFaultWindow:
+			if agent != "" {
+				answered[agent] = time.Now()
+			}
+			if took > slowest {
+				slowest = took
+				slowestWhat = fmt.Sprintf("%s, begun %v after the last fault", what, begun.Sub(lastFault).Round(time.Second))
+			}
+			if took > attemptTimeout {
+				slow++
+			}
+		case begun.Sub(lastFault) < soakFaultWindow:
 			forgiven++
 		default:
 			bad++
-			t.Errorf("%s failed outside a fault window (last fault %v ago): %v",
-				what, time.Since(lastFault).Round(time.Second), err)
+			t.Errorf("%s failed outside a fault window (began %v after the last fault, failed after %v): %v",
+				what, begun.Sub(lastFault).Round(time.Second), took.Round(time.Millisecond), err)
 		}
 	}
 
 	conns := time.NewTicker(soakConnEvery)
 	restarts := time.NewTicker(soakRestartEvery)
-	cuts := time.NewTicker(soakCutEvery)
+	cuts := time.NewTicker(cutEvery)
 	peers := time.NewTicker(soakPeersEvery)
 	samples := time.NewTicker(soakSampleEvery)
 	for _, tk := range []*time.Ticker{conns, restarts, cuts, peers, samples} {
@@ -113,11 +160,14 @@ func TestSoak(t *testing.T) {
 				agent = restarted
 				mu.Unlock()
 			}
-			if err := probeHTTP(ctx, r.h, agent); ctx.Err() == nil {
-				outcome(err, "a new TCP connection to "+agent.Name)
-			}
+			// Requests are bounded by soakAttemptTimeout only, not by the
+			// soak's end: one begun just before it would otherwise fail
+			// with the deadline a moment before ctx reports it.
+			begun := time.Now()
+			err := probeHTTPWithin(context.Background(), r.h, agent, soakAttemptTimeout)
+			outcome(err, begun, "a new TCP connection to "+agent.Name, agent.Name)
 		case <-restarts.C:
-			fault()
+			fault("agent restart")
 			a, err := r.d.RestartAgent(r.step(), restarted.ID) // r.ctx ends a minute after the rig began
 			if err != nil {
 				t.Fatalf("restart agent: %v", err)
@@ -126,15 +176,14 @@ func TestSoak(t *testing.T) {
 			restarted = a
 			mu.Unlock()
 		case <-cuts.C:
-			fault()
+			fault("control connection cut")
 			r.d.DropControlConnections()
 		case <-peers.C:
-			pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+			begun := time.Now()
+			pctx, pcancel := context.WithTimeout(context.Background(), soakAttemptTimeout)
 			_, err := r.h.GetPeerUpdate(pctx)
 			pcancel()
-			if ctx.Err() == nil {
-				outcome(err, "GetPeerUpdate")
-			}
+			outcome(err, begun, "GetPeerUpdate", "")
 		case <-samples.C:
 			s := takeSoakSample(t, time.Since(start))
 			series = append(series, s)
@@ -143,8 +192,23 @@ func TestSoak(t *testing.T) {
 	series = append(series, takeSoakSample(t, time.Since(start)))
 	rss, heap, gor, fds := soakSlopes(series)
 	t.Logf("soak of %v: %d requests answered, %d failed in fault windows (forgiven), %d failed outside them", duration, ok, forgiven, bad)
+	t.Logf("slowest answer %v (%s); %d answers took longer than %v", slowest.Round(time.Millisecond), slowestWhat, slow, attemptTimeout)
 	t.Logf("slope per minute: RSS %+.0f KiB, heap %+.0f KiB, goroutines %+.2f, fds %+.2f", rss, heap, gor, fds)
-	if duration >= soakJudgeAfter {
+	for _, kind := range []string{"agent restart", "control connection cut"} {
+		at, seen := firstFault[kind]
+		if !seen {
+			t.Errorf("no %s happened in %v", kind, duration)
+			continue
+		}
+		for _, agent := range []string{steady.Name, restarted.Name} {
+			if !answered[agent].After(at) {
+				t.Errorf("agent %s never answered after the first %s (at %v)", agent, kind, at.Sub(start).Round(time.Second))
+			}
+		}
+	}
+	if duration < soakJudgeAfter {
+		t.Logf("slopes not judged: a run under %v cannot tell a leak from warm-up; the leak check is that every goroutine and fd is gone after Stop", soakJudgeAfter)
+	} else {
 		if gor > soakFlatGoroutines {
 			t.Errorf("goroutines grow by %.2f a minute: a leak", gor)
 		}

@@ -78,7 +78,7 @@ type TunnelConfig struct {
 	// TLSConfig, if set, is used for every connection to the deployment
 	// (REST, control websocket, DERP): a private CA, for instance.
 	TLSConfig *tls.Config
-	// OpenTun opens the tunnel device for fd; nil means tunfd.Open with
+	// OpenTun opens the tunnel device for fd; nil means tunfd.OpenDevice with
 	// tunfd.TunnelMTU. Tests use it to count or fail device opens.
 	OpenTun func(fd int) (tun.Device, error)
 
@@ -111,7 +111,7 @@ func (c *TunnelConfig) setDefaults() {
 	}
 	if c.OpenTun == nil {
 		c.OpenTun = func(fd int) (tun.Device, error) {
-			return tunfd.Open(fd, tunfd.Options{MTU: tunfd.TunnelMTU, BatchSize: tunBatch})
+			return tunfd.OpenDevice(fd, tunfd.Options{MTU: tunfd.TunnelMTU, BatchSize: tunBatch})
 		}
 	}
 }

@@ -93,7 +93,10 @@ func openKernelDevice(ctx context.Context, cfg kernelConfig) (_ *kernelDevice, e
 			return nil, fmt.Errorf("look for systemd-resolved: %w", err)
 		}
 	}
-	d.conf, err = linuxnet.New(linuxnet.Config{Link: cfg.Name, Netlink: d.nl, DNS: d.dns, Notify: cfg.Notify})
+	// With the TUN in another namespace, the tunnel's own connections never
+	// see its routes, so they cannot loop through it.
+	d.conf, err = linuxnet.New(linuxnet.Config{Link: cfg.Name, Netlink: d.nl, DNS: d.dns, Notify: cfg.Notify,
+		TunnelElsewhere: cfg.NetNS != ""})
 	if err != nil {
 		return nil, err
 	}

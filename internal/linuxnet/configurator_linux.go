@@ -30,6 +30,12 @@ type Config struct {
 	// Notify receives things the person running the host should know, such as
 	// DNS not being configured. It is called synchronously from Apply.
 	Notify func(msg string)
+	// TunnelElsewhere says the tunnel's own connections (control, DERP, UDP)
+	// do not use this namespace's routes: the TUN was created in another
+	// network namespace than the tunnel's process. Our routes then cannot
+	// loop the tunnel's traffic, so an excluded route with no route outside
+	// the TUN is reported through Notify instead of refusing the settings.
+	TunnelElsewhere bool
 }
 
 // Configurator applies NetworkSettingsRequests to one interface and
@@ -48,6 +54,7 @@ type Configurator struct {
 	setUp    bool
 	addrs    []netip.Prefix // installed by us
 	routes   []netip.Prefix // installed by us
+	pins     []pin          // routes keeping excluded prefixes out (exclude_linux.go)
 	dnsSet   bool
 	lastNote string
 }
@@ -145,6 +152,9 @@ func (c *Configurator) applyIface(s settings) error {
 		}
 	}
 
+	// Old routes go first and the holes are pinned before any new route is
+	// installed: a route we install must never capture an excluded prefix,
+	// not even for a moment.
 	for _, p := range c.routes {
 		if !contains(s.routes, p) {
 			if err := c.nl.RouteDel(c.routeOf(p)); err != nil && !gone(err) {
@@ -153,6 +163,9 @@ func (c *Configurator) applyIface(s settings) error {
 		}
 	}
 	c.routes = keep(c.routes, s.routes)
+	if err := c.applyExclusions(s); err != nil {
+		return err
+	}
 	for _, p := range s.routes {
 		if err := c.nl.RouteReplace(c.routeOf(p)); err != nil {
 			return fmt.Errorf("add route %s via %s: %w", p, c.cfg.Link, err)
@@ -217,6 +230,7 @@ func (c *Configurator) Close() error {
 			errs = append(errs, fmt.Errorf("remove route %s via %s: %w", p, c.cfg.Link, err))
 		}
 	}
+	errs = append(errs, c.removePins()...)
 	for _, p := range c.addrs {
 		if err := c.nl.AddrDel(link, addrOf(p)); err != nil && !gone(err) {
 			errs = append(errs, fmt.Errorf("remove address %s from %s: %w", p, c.cfg.Link, err))

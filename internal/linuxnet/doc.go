@@ -2,7 +2,8 @@
 // part of a Linux host's manager role that touches the system: it creates
 // the TUN device, and a Configurator applies the tunnel's
 // NetworkSettingsRequests to the kernel (addresses, routes, MTU, link state
-// through netlink) and to the resolver (systemd-resolved over D-Bus), and
+// through netlink; an excluded route inside the tunnel's routes keeps the
+// path it had before them) and to the resolver (systemd-resolved over D-Bus), and
 // undoes all of it on teardown.
 //
 // Every kernel operation goes through a netlink handle the caller may bind to

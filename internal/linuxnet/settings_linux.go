@@ -21,6 +21,9 @@ type settings struct {
 	mtu      int // 0: leave the MTU alone
 	addrs    []netip.Prefix
 	routes   []netip.Prefix
+	// excluded are the routes the tunnel wants kept outside it (both
+	// families); see exclude_linux.go for what the kernel gets.
+	excluded []netip.Prefix
 	hasDNS   bool
 	dns      DNSSettings
 }
@@ -107,11 +110,32 @@ func parseSettings(req *vpnpb.NetworkSettingsRequest) (settings, error) {
 		}
 		s.routes = append(s.routes, netip.PrefixFrom(ip.WithZone(""), int(r.GetPrefixLength())).Masked())
 	}
-	// Excluded routes carve holes in included ones. The tunnel only asks for
-	// specific prefixes (never a default route), so nothing we install can
-	// swallow an excluded destination: they need no kernel state here.
+	for i, r := range v4.GetExcludedRoutes() {
+		ip, err := netip.ParseAddr(r.GetDestination())
+		if err != nil || !ip.Is4() {
+			return s, fmt.Errorf("IPv4 excluded route %d destination %q is not an IPv4 address", i, r.GetDestination())
+		}
+		bits := 32
+		if r.GetMask() != "" {
+			if bits, err = maskBits(r.GetMask()); err != nil {
+				return s, fmt.Errorf("IPv4 excluded route %s: %w", r.GetDestination(), err)
+			}
+		}
+		s.excluded = append(s.excluded, netip.PrefixFrom(ip, bits).Masked())
+	}
+	for i, r := range v6.GetExcludedRoutes() {
+		ip, err := netip.ParseAddr(r.GetDestination())
+		if err != nil || !ip.Is6() || ip.Is4In6() {
+			return s, fmt.Errorf("IPv6 excluded route %d destination %q is not an IPv6 address", i, r.GetDestination())
+		}
+		if r.GetPrefixLength() > 128 {
+			return s, fmt.Errorf("IPv6 excluded route %s: prefix length %d is over 128", r.GetDestination(), r.GetPrefixLength())
+		}
+		s.excluded = append(s.excluded, netip.PrefixFrom(ip.WithZone(""), int(r.GetPrefixLength())).Masked())
+	}
 	s.addrs = dedupe(s.addrs)
 	s.routes = dedupe(s.routes)
+	s.excluded = dedupe(s.excluded)
 
 	if d := req.GetDnsSettings(); d != nil {
 		s.hasDNS = true

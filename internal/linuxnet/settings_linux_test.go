@@ -71,6 +71,26 @@ func TestParseSettings(t *testing.T) {
 			req:  &vpnpb.NetworkSettingsRequest{Ipv6Settings: &vpnpb.NetworkSettingsRequest_IPv6Settings{Addrs: []string{"fd00::1"}}},
 			want: settings{hasIface: true, addrs: []netip.Prefix{pfx("fd00::1/128")}},
 		},
+		{
+			name: "excluded routes of both families, masked and deduplicated",
+			req: &vpnpb.NetworkSettingsRequest{
+				Ipv4Settings: &vpnpb.NetworkSettingsRequest_IPv4Settings{
+					ExcludedRoutes: []*vpnpb.NetworkSettingsRequest_IPv4Settings_IPv4Route{{Destination: "192.168.7.9", Mask: "255.255.0.0"}},
+				},
+				Ipv6Settings: &vpnpb.NetworkSettingsRequest_IPv6Settings{
+					ExcludedRoutes: []*vpnpb.NetworkSettingsRequest_IPv6Settings_IPv6Route{
+						{Destination: "fd60:627a:a42b:ffff::1", PrefixLength: 128}, {Destination: "fd60:627a:a42b:ffff::1", PrefixLength: 128},
+					},
+				},
+			},
+			want: settings{hasIface: true, excluded: []netip.Prefix{pfx("192.168.0.0/16"), pfx("fd60:627a:a42b:ffff::1/128")}},
+		},
+		{
+			name: "IPv4 excluded route in IPv6 settings",
+			req: &vpnpb.NetworkSettingsRequest{Ipv6Settings: &vpnpb.NetworkSettingsRequest_IPv6Settings{
+				ExcludedRoutes: []*vpnpb.NetworkSettingsRequest_IPv6Settings_IPv6Route{{Destination: "10.0.0.1", PrefixLength: 128}}}},
+			wantErr: `IPv6 excluded route 0 destination "10.0.0.1"`,
+		},
 		{name: "nil", req: nil, wantErr: "empty"},
 		{name: "MTU too small", req: &vpnpb.NetworkSettingsRequest{Mtu: 20}, wantErr: "MTU 20"},
 		{
@@ -115,7 +135,7 @@ func TestParseSettings(t *testing.T) {
 			}
 			if got.hasIface != tc.want.hasIface || got.mtu != tc.want.mtu || got.hasDNS != tc.want.hasDNS ||
 				!slices.Equal(got.addrs, tc.want.addrs) || !slices.Equal(got.routes, tc.want.routes) ||
-				!slices.Equal(got.dns.Servers, tc.want.dns.Servers) || !slices.Equal(got.dns.Domains, tc.want.dns.Domains) ||
+				!slices.Equal(got.excluded, tc.want.excluded) || !slices.Equal(got.dns.Servers, tc.want.dns.Servers) || !slices.Equal(got.dns.Domains, tc.want.dns.Domains) ||
 				!slices.Equal(got.dns.Search, tc.want.dns.Search) {
 				t.Errorf("got  %+v\nwant %+v", got, tc.want)
 			}
@@ -145,7 +165,7 @@ func FuzzParseSettings(f *testing.F) {
 		if s.mtu != 0 && (s.mtu < 68 || s.mtu > 65535) {
 			t.Fatalf("accepted MTU %d", s.mtu)
 		}
-		for _, p := range append(slices.Clone(s.addrs), s.routes...) {
+		for _, p := range slices.Concat(s.addrs, s.routes, s.excluded) {
 			if !p.IsValid() || p.Addr().Zone() != "" {
 				t.Fatalf("accepted invalid prefix %v", p)
 			}
