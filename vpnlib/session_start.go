@@ -103,15 +103,27 @@ func (s *sessionStart) undo() {
 }
 
 // reachDeployment asks the deployment who the token belongs to and how to
-// reach its relays, before anything is opened.
+// reach its relays, before anything is opened. The two questions go out
+// together: each is a round trip to the deployment before the control
+// connection can even be dialed, and over a long path one round trip is
+// most of a start. Who the token belongs to is the answer that explains a
+// refusal, so its error wins when both fail.
 func (s *sessionStart) reachDeployment(ctx context.Context) error {
 	s.client = coderd.NewClient(s.p.url, s.p.header, s.t.cfg.TLSConfig)
+	var infoErr error
+	infoDone := make(chan struct{})
+	go func() {
+		defer close(infoDone)
+		s.info, infoErr = s.client.ConnectionInfo(ctx)
+	}()
 	var err error
-	if s.me, err = s.client.Me(ctx); err != nil {
+	s.me, err = s.client.Me(ctx)
+	<-infoDone
+	if err != nil {
 		return err
 	}
-	if s.info, err = s.client.ConnectionInfo(ctx); err != nil {
-		return err
+	if infoErr != nil {
+		return infoErr
 	}
 	s.suffix = dnsSuffix(s.info.HostnameSuffix)
 	s.rewriter = coderd.DERPRewriter{Logger: s.logger, AccessURL: s.p.url}
