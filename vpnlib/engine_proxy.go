@@ -132,6 +132,14 @@ func (v *engineProxy) LastHandshakes() map[uuid.UUID]time.Time {
 
 // configured reports whether the engine has a WireGuard peer for each of
 // ids: the coordinator sent its node and the engine took it in.
+//
+// The peer must be in WireGuard itself (InEngine). The engine's status also
+// lists the peers of its network map, which it hands its sockets just
+// before it reconfigures WireGuard: a read between the two listed an agent
+// whose packets WireGuard would still drop, and a first SYN sent then cost
+// the user a one-second retransmission (TestStartResponseMeansReady, about
+// one run in twenty once the status was read right after the agents'
+// ready-for-handshake).
 func (v *engineProxy) configured(ids []uuid.UUID) bool {
 	st := v.engine.Status()
 	v.mu.Lock()
@@ -141,7 +149,7 @@ func (v *engineProxy) configured(ids []uuid.UUID) bool {
 		if !ok {
 			return false
 		}
-		if _, ok := st.Peer[k]; !ok {
+		if ps, ok := st.Peer[k]; !ok || !ps.InEngine {
 			return false
 		}
 	}

@@ -62,7 +62,7 @@ func (e *readyEngine) Status() *ipnstate.Status {
 	st := &ipnstate.Status{Peer: map[key.NodePublic]*ipnstate.PeerStatus{}}
 	for id, k := range e.keys {
 		if e.ready[id] {
-			st.Peer[k] = &ipnstate.PeerStatus{}
+			st.Peer[k] = &ipnstate.PeerStatus{InEngine: true}
 		}
 	}
 	e.reads++
