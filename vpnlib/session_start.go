@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"tailscale.com/ipn/ipnstate"
+	"tailscale.com/wgengine/router"
 
 	"cdr.dev/slog/v3"
 	"github.com/coder/coder/v2/codersdk"
@@ -95,6 +96,9 @@ func (s *sessionStart) undo() {
 	case s.sess != nil:
 		_ = s.sess.close() // the device and the client included
 	case s.dev != nil:
+		if s.settings != nil {
+			s.settings.shutdown() // ends sendEarly's request
+		}
 		_ = s.dev.Close()
 		fallthrough
 	case s.client != nil:
@@ -155,8 +159,12 @@ func (s *sessionStart) startEngine(ctx context.Context) error {
 	// other than coder_url's: the token must never reach those.
 	derpHeader := s.p.header.Clone()
 	derpHeader.Del(codersdk.SessionTokenHeader)
+	addrs := []netip.Prefix{netip.PrefixFrom(tailnet.CoderServicePrefix.RandomAddr(), 128)}
+	// What the engine's first reconfiguration gives its router (Coder's
+	// configmaps.go: our addresses, CoderServicePrefix as the only route).
+	s.settings.sendEarly(&router.Config{LocalAddrs: addrs, Routes: tunnelRoutes})
 	conn, err := s.t.cfg.newEngine(&tailnet.Options{
-		Addresses:           []netip.Prefix{netip.PrefixFrom(tailnet.CoderServicePrefix.RandomAddr(), 128)},
+		Addresses:           addrs,
 		DERPMap:             s.info.DERPMap,
 		DERPHeader:          &derpHeader,
 		DERPTLSConfig:       s.t.cfg.TLSConfig,
