@@ -39,7 +39,7 @@ type netSettings struct {
 	ctx         context.Context
 	cancel      context.CancelFunc // aborts a request in flight at shutdown
 
-	sendMu sync.Mutex // serializes requests so the manager sees them in order
+	sendMu sync.Mutex     // serializes requests so the manager sees them in order
 	early  sync.WaitGroup // sendEarly's request in flight
 
 	mu       sync.Mutex // guards the fields below; never held while sending
