@@ -34,6 +34,8 @@
 //	  engineProxy.run           the coordinator's peer updates into the
 //	                            engine, in batches; ended by cancel
 //	  runPingLoop               pings agents, sends their status; cancel
+//	  netSettings.sendEarly     the engine's starting settings to the host,
+//	                            beside the engine's start; ended by shutdown
 //	The engine calls back into netSettings (router, DNS), which asks the
 //	host with a NetworkSettings request; peerTracker sends PeerUpdates.
 //

@@ -28,6 +28,7 @@ import (
 type engineProxy struct {
 	engine
 	batch *peerBatcher
+	taken *deliveries     // what the engine's UpdatePeers has returned from
 	ended context.Context // done once the session is ending
 
 	mu    sync.Mutex
@@ -38,7 +39,15 @@ type engineProxy struct {
 
 // newEngineProxy returns the proxy of conn for a session that ends with ctx.
 func newEngineProxy(ctx context.Context, conn engine) *engineProxy {
-	return &engineProxy{engine: conn, batch: newPeerBatcher(conn.UpdatePeers, conn.SetAllPeersLost), ended: ctx,
+	taken := newDeliveries()
+	apply := func(updates []*proto.CoordinateResponse_PeerUpdate) error {
+		err := conn.UpdatePeers(updates)
+		if err == nil {
+			taken.note(updates)
+		}
+		return err
+	}
+	return &engineProxy{engine: conn, batch: newPeerBatcher(apply, conn.SetAllPeersLost), taken: taken, ended: ctx,
 		keys: map[uuid.UUID]key.NodePublic{}, nodes: map[uuid.UUID]*proto.CoordinateResponse_PeerUpdate{},
 		ready: map[uuid.UUID]*proto.CoordinateResponse_PeerUpdate{}}
 }
@@ -123,6 +132,14 @@ func (v *engineProxy) LastHandshakes() map[uuid.UUID]time.Time {
 
 // configured reports whether the engine has a WireGuard peer for each of
 // ids: the coordinator sent its node and the engine took it in.
+//
+// The peer must be in WireGuard itself (InEngine). The engine's status also
+// lists the peers of its network map, which it hands its sockets just
+// before it reconfigures WireGuard: a read between the two listed an agent
+// whose packets WireGuard would still drop, and a first SYN sent then cost
+// the user a one-second retransmission (TestStartResponseMeansReady, about
+// one run in twenty once the status was read right after the agents'
+// ready-for-handshake).
 func (v *engineProxy) configured(ids []uuid.UUID) bool {
 	st := v.engine.Status()
 	v.mu.Lock()
@@ -132,62 +149,9 @@ func (v *engineProxy) configured(ids []uuid.UUID) bool {
 		if !ok {
 			return false
 		}
-		if _, ok := st.Peer[k]; !ok {
+		if ps, ok := st.Peer[k]; !ok || !ps.InEngine {
 			return false
 		}
 	}
 	return true
 }
-
-// peersReadyWait bounds how long a Start waits for the engine to have a
-// peer for every agent the first workspace update listed. An agent that is
-// offline never gets one, so the wait must be short; agents that are online
-// get theirs within tens of milliseconds.
-const peersReadyWait = 500 * time.Millisecond
-
-// awaitPeers returns once the first workspace update has been applied and
-// the engine has a peer for each of its agents, or after peersReadyWait.
-//
-// Why: the manager sends its first packets the moment it has the
-// StartResponse. A packet for an agent the engine has no peer for yet is
-// dropped, and a dropped TCP SYN costs the user the kernel's one-second
-// retransmission timeout; with the peer in place, WireGuard holds the
-// packet during its handshake instead.
-func awaitPeers(ctx context.Context, p *peerTracker, v *engineProxy) {
-	ctx, cancel := context.WithTimeout(ctx, peersReadyWait)
-	defer cancel()
-	select {
-	case <-p.firstUpdate():
-	case <-ctx.Done():
-		return
-	}
-	ids := p.agentIDs()
-	// The engine announces nothing, so we poll its status. Each poll builds
-	// the status of every peer and holds the engine's locks while it does,
-	// so after peersPollFast the interval grows: a few agents are ready
-	// within the fast polls (every millisecond of them delays the first
-	// byte), and a thousand are not slowed down by our asking.
-	start := time.Now()
-	wait := peersPollFirst
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	for !v.configured(ids) {
-		select {
-		case <-ctx.Done():
-			return
-		case <-timer.C:
-		}
-		if time.Since(start) > peersPollFast {
-			wait = min(wait*3/2, peersPollMax)
-		}
-		timer.Reset(wait)
-	}
-}
-
-// awaitPeers polls every peersPollFirst for peersPollFast, then at an
-// interval growing to peersPollMax.
-const (
-	peersPollFirst = 5 * time.Millisecond
-	peersPollFast  = 50 * time.Millisecond
-	peersPollMax   = 50 * time.Millisecond
-)

@@ -39,7 +39,8 @@ type netSettings struct {
 	ctx         context.Context
 	cancel      context.CancelFunc // aborts a request in flight at shutdown
 
-	sendMu sync.Mutex // serializes requests so the manager sees them in order
+	sendMu sync.Mutex     // serializes requests so the manager sees them in order
+	early  sync.WaitGroup // sendEarly's request in flight
 
 	mu       sync.Mutex // guards the fields below; never held while sending
 	router   *router.Config
@@ -103,12 +104,29 @@ func (*netSettings) Close() error { return nil }
 
 // shutdown makes every later Set/SetDNS a no-op, so tearing the engine down
 // never sends the manager a request it would have to answer while it waits
-// for our StopResponse.
+// for our StopResponse. It returns once sendEarly's request has ended.
 func (n *netSettings) shutdown() {
 	n.mu.Lock()
 	n.closed = true
 	n.mu.Unlock()
 	n.cancel()
+	n.early.Wait()
+}
+
+// sendEarly sends cfg, the router configuration the engine is known to
+// start with, from a goroutine of its own, without waiting for the engine.
+//
+// Why: the engine sends its first configuration from its first
+// reconfiguration, 5 to 30 ms after it was created on a loaded machine, and
+// waits for the host's answer inside it, holding its WireGuard lock; the
+// StartResponse waits for that answer too. Sent as the engine starts, the
+// round trip to the host runs beside the engine's start and the control
+// connection's dial, and when the engine's identical configuration comes it
+// is not sent again (push sends nothing that equals the last request).
+// Should the engine's differ, it is sent as any change is: the host gets a
+// complete request either way.
+func (n *netSettings) sendEarly(cfg *router.Config) {
+	n.early.Go(func() { _ = n.Set(cfg) }) // a failure is reported by push, on firstResult
 }
 
 func (n *netSettings) push() error {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"tailscale.com/ipn/ipnstate"
+	"tailscale.com/wgengine/router"
 
 	"cdr.dev/slog/v3"
 	"github.com/coder/coder/v2/codersdk"
@@ -96,6 +97,9 @@ func (s *sessionStart) undo() {
 	case s.sess != nil:
 		_ = s.sess.close() // the device and the client included
 	case s.dev != nil:
+		if s.settings != nil {
+			s.settings.shutdown() // ends sendEarly's request
+		}
 		_ = s.dev.Close()
 		fallthrough
 	case s.client != nil:
@@ -104,15 +108,27 @@ func (s *sessionStart) undo() {
 }
 
 // reachDeployment asks the deployment who the token belongs to and how to
-// reach its relays, before anything is opened.
+// reach its relays, before anything is opened. The two questions go out
+// together: each is a round trip to the deployment before the control
+// connection can even be dialed, and over a long path one round trip is
+// most of a start. Who the token belongs to is the answer that explains a
+// refusal, so its error wins when both fail.
 func (s *sessionStart) reachDeployment(ctx context.Context) error {
 	s.client = coderd.NewClient(s.p.url, s.p.header, s.t.cfg.TLSConfig)
+	var infoErr error
+	infoDone := make(chan struct{})
+	go func() {
+		defer close(infoDone)
+		s.info, infoErr = s.client.ConnectionInfo(ctx)
+	}()
 	var err error
-	if s.me, err = s.client.Me(ctx); err != nil {
+	s.me, err = s.client.Me(ctx)
+	<-infoDone
+	if err != nil {
 		return err
 	}
-	if s.info, err = s.client.ConnectionInfo(ctx); err != nil {
-		return err
+	if infoErr != nil {
+		return infoErr
 	}
 	s.suffix = dnsSuffix(s.info.HostnameSuffix)
 	s.rewriter = coderd.DERPRewriter{Logger: s.logger, AccessURL: s.p.url}
@@ -137,8 +153,8 @@ func (s *sessionStart) openDevice() error {
 // startEngine starts the tailnet engine on the device, with the network
 // settings as its router and DNS configurator.
 func (s *sessionStart) startEngine(ctx context.Context) error {
-	exclude, addrs := excludedFromTunnel(ctx, s.t.cfg.resolveHost, deploymentHosts(s.p.url, s.info.DERPMap), tunnelRoutes, s.logger)
-	s.client.WatchRoutes(addrs) // before our own device has any route
+	exclude, deploymentAddrs := excludedFromTunnel(ctx, s.t.cfg.resolveHost, deploymentHosts(s.p.url, s.info.DERPMap), tunnelRoutes, s.logger)
+	s.client.WatchRoutes(deploymentAddrs) // before our own device has any route
 	mon, err := s.t.newNetworkMonitor()
 	if err != nil {
 		return err
@@ -149,9 +165,13 @@ func (s *sessionStart) startEngine(ctx context.Context) error {
 	// other than coder_url's: the token must never reach those.
 	derpHeader := s.p.header.Clone()
 	derpHeader.Del(codersdk.SessionTokenHeader)
+	addrs := []netip.Prefix{netip.PrefixFrom(tailnet.CoderServicePrefix.RandomAddr(), 128)}
+	// What the engine's first reconfiguration gives its router (Coder's
+	// configmaps.go: our addresses, CoderServicePrefix as the only route).
+	s.settings.sendEarly(&router.Config{LocalAddrs: addrs, Routes: tunnelRoutes})
 	conn, err := s.t.cfg.newEngine(&tailnet.Options{
 		WireguardMonitor:    mon,
-		Addresses:           []netip.Prefix{netip.PrefixFrom(tailnet.CoderServicePrefix.RandomAddr(), 128)},
+		Addresses:           addrs,
 		DERPMap:             s.info.DERPMap,
 		DERPHeader:          &derpHeader,
 		DERPTLSConfig:       s.t.cfg.TLSConfig,

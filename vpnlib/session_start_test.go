@@ -241,3 +241,41 @@ func TestStartSessionStepsWithFakeEngine(t *testing.T) {
 		t.Errorf("the engine was closed %d times, want once", n)
 	}
 }
+
+// quietEngine is a fakeEngine that has not reconfigured yet: it never hands
+// the tunnel its router or DNS configuration.
+type quietEngine struct{ *fakeEngine }
+
+// A Start sends the host the network settings the engine will start with
+// as the engine starts, without waiting for the engine's first
+// reconfiguration (5 to 30 ms later on a loaded machine, and the
+// StartResponse waited for the host's answer behind it). With an engine
+// that never gets there the Start still succeeds, and the host has our
+// address and the Coder service route. (It waited for the engine, and the
+// Start timed out.)
+func TestStartSendsSettingsBeforeTheEngine(t *testing.T) {
+	var s steps
+	var addrs []netip.Prefix
+	r := newRig(t, rigOptions{deployment: &vpntest.Options{}, config: func(c *vpnlib.TunnelConfig) {
+		c.StartTimeout = 5 * time.Second
+		vpnlib.SetEngine(c, func(opts *tailnet.Options) (vpnlib.Engine, error) {
+			addrs = opts.Addresses
+			return quietEngine{&fakeEngine{steps: &s, opts: opts}}, nil
+		})
+	}})
+	r.start(nil)
+	cfg, ok := r.h.Applied()
+	if !ok {
+		t.Fatal("the host has no settings when Start returned")
+	}
+	if !slices.Equal(cfg.Addrs, addrs) {
+		t.Errorf("host addresses %v, want the engine's %v", cfg.Addrs, addrs)
+	}
+	if want := []netip.Prefix{tailnet.CoderServicePrefix.AsNetip()}; !slices.Equal(cfg.Routes, want) {
+		t.Errorf("host routes %v, want %v", cfg.Routes, want)
+	}
+	if n := len(r.h.Settings()); n != 1 {
+		t.Errorf("the host got %d settings requests, want 1", n)
+	}
+	r.stop()
+}

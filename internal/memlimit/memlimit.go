@@ -47,7 +47,18 @@ func limitFor(floor, liveHeap, nonHeap int64) int64 {
 // minutes: without the recheck, a burst of work (a start with thousands of
 // peers) would leave the limit, and the memory under it, up long after the
 // live heap shrank back.
+//
+// While rechecks find the limit where it was, each waits twice as long as
+// the one before, up to recheckMax; a limit that moves brings the wait back
+// to Recheck. Why: a tunnel's live heap sits above the floor even when idle
+// (the engine's packet buffers count as live), so the limit stays lifted,
+// and a collection forced every 5 s was the idle library's largest wake-up
+// of its own (bench/RESULTS.md, issue 18).
 const Recheck = 5 * time.Second
+
+// recheckMax is the longest wait between rechecks: the runtime forces a
+// collection every two minutes anyway.
+const recheckMax = 2 * time.Minute
 
 var (
 	mu       sync.Mutex
@@ -57,6 +68,10 @@ var (
 	recheck  *time.Timer
 	// recheckAfter is Recheck; tests shorten it.
 	recheckAfter = Recheck
+	// wait is the next recheck's delay, zero for recheckAfter; lastLimit is
+	// the limit the last update set.
+	wait      time.Duration
+	lastLimit int64
 )
 
 // Govern sets a soft memory limit of at least floor bytes and keeps it
@@ -67,6 +82,7 @@ func Govern(f int64) (stop func()) {
 	gen++
 	mine := gen
 	governed, floor = true, f
+	wait, lastLimit = 0, 0
 	mu.Unlock()
 	update()
 	arm(mine)
@@ -134,9 +150,23 @@ func update() {
 	}
 	limit := limitFor(floor, live, nonHeap)
 	debug.SetMemoryLimit(limit)
+	if moved(lastLimit, limit) {
+		wait = 0
+		if recheck != nil && recheck.Stop() {
+			recheck = nil // re-armed below at Recheck
+		}
+	}
+	lastLimit = limit
 	if limit > floor {
 		scheduleRecheckLocked()
 	}
+}
+
+// moved reports whether a limit changed by more than 1/32 (or from none):
+// the live heap between idle collections wanders by less.
+func moved(from, to int64) bool {
+	d := to - from
+	return from == 0 || max(d, -d) > to/32
 }
 
 // scheduleRecheckLocked arms the recheck unless one is pending. It runs a
@@ -146,9 +176,19 @@ func scheduleRecheckLocked() {
 	if recheck != nil {
 		return
 	}
+	if wait == 0 {
+		wait = recheckAfter
+	} else {
+		wait = min(2*wait, max(recheckMax, recheckAfter))
+	}
 	cycles := gcCycles()
-	recheck = time.AfterFunc(recheckAfter, func() {
+	var t *time.Timer
+	t = time.AfterFunc(wait, func() {
 		mu.Lock()
+		if recheck != t {
+			mu.Unlock() // stopped too late and replaced by update
+			return
+		}
 		recheck = nil
 		if !governed {
 			mu.Unlock()
@@ -164,6 +204,7 @@ func scheduleRecheckLocked() {
 		mu.Unlock()
 		runtime.GC() // its hook sets the limit and, if still lifted, re-arms
 	})
+	recheck = t
 }
 
 func gcCycles() uint64 {

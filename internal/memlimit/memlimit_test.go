@@ -133,3 +133,39 @@ func TestGovernLowersTheLimitWhenIdle(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // polling interval; no collection is started here
 	}
 }
+
+// A limit that stays lifted over a live heap that does not change (an idle
+// tunnel: the engine's packet buffers count as live) is rechecked ever
+// more rarely: each recheck that finds it where it was waits twice as long.
+// (Every recheck forced a collection, a steady 12 a minute when idle.)
+func TestGovernBacksOffWhileTheLimitHolds(t *testing.T) {
+	old := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(old)
+	defer func(d time.Duration) { recheckAfter = d }(recheckAfter)
+	recheckAfter = 20 * time.Millisecond
+	const floor = 8 << 20
+	stop := Govern(floor)
+	defer stop()
+	live := make([][]byte, 32)
+	for i := range live {
+		live[i] = make([]byte, 1<<20)
+	}
+	runtime.GC()
+	deadline := time.Now().Add(10 * time.Second)
+	for debug.SetMemoryLimit(-1) < 32<<20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("limit still %d MiB with 32 MiB live", debug.SetMemoryLimit(-1)>>20)
+		}
+		runtime.GC()
+	}
+	before := gcCycles()
+	time.Sleep(50 * recheckAfter) // the window in which the rechecks are counted
+	n := gcCycles() - before
+	runtime.KeepAlive(live)
+	// Waits of 20, 40, 80, 160, 320, 640 ms fit six rechecks in the second;
+	// without the backoff there were about fifty.
+	if n > 12 {
+		t.Errorf("%d collections in %v over a steady live heap, want at most 12", n, 50*recheckAfter)
+	}
+	t.Logf("%d collections in %v", n, 50*recheckAfter)
+}
