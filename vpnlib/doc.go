@@ -34,8 +34,10 @@
 //	  engineProxy.run           the coordinator's peer updates into the
 //	                            engine, in batches; ended by cancel
 //	  runPingLoop               pings agents, sends their status; cancel
-//	  netSettings.sendEarly     the engine's starting settings to the host,
-//	                            beside the engine's start; ended by shutdown
+//	  netSettings.sendEarly     the engine's starting settings (router, and
+//	                            the DNS of its first workspace update) to the
+//	                            host, beside the engine's start; ended by
+//	                            shutdown
 //	The engine calls back into netSettings (router, DNS), which asks the
 //	host with a NetworkSettings request; peerTracker sends PeerUpdates.
 //

@@ -45,6 +45,7 @@ type netSettings struct {
 	mu       sync.Mutex // guards the fields below; never held while sending
 	router   *router.Config
 	dns      *dns.OSConfig
+	ahead    *dns.OSConfig // sendEarly's DNS, until the engine has DNS of its own
 	lastSent *vpnpb.NetworkSettingsRequest
 	reported bool
 	closed   bool
@@ -79,10 +80,16 @@ func (n *netSettings) Set(cfg *router.Config) error {
 	return n.push()
 }
 
-// SetDNS implements dns.OSConfigurator.
+// SetDNS implements dns.OSConfigurator. Until the engine hands us DNS
+// servers of its own, the DNS part sent early (sendEarly) stands in for the
+// empty configuration it starts with; from its first servers on, the
+// engine's configuration is what the host gets.
 func (n *netSettings) SetDNS(cfg dns.OSConfig) error {
 	n.mu.Lock()
 	n.dns = &cfg
+	if len(cfg.Nameservers) > 0 {
+		n.ahead = nil
+	}
 	n.mu.Unlock()
 	return n.push()
 }
@@ -113,8 +120,10 @@ func (n *netSettings) shutdown() {
 	n.early.Wait()
 }
 
-// sendEarly sends cfg, the router configuration the engine is known to
-// start with, from a goroutine of its own, without waiting for the engine.
+// sendEarly sends rc, the router configuration the engine is known to
+// start with, and oc, the DNS configuration it is known to reach at the
+// first workspace update (nil if unknown), in one request from a goroutine
+// of its own, without waiting for the engine.
 //
 // Why: the engine sends its first configuration from its first
 // reconfiguration, 5 to 30 ms after it was created on a loaded machine, and
@@ -125,8 +134,22 @@ func (n *netSettings) shutdown() {
 // is not sent again (push sends nothing that equals the last request).
 // Should the engine's differ, it is sent as any change is: the host gets a
 // complete request either way.
-func (n *netSettings) sendEarly(cfg *router.Config) {
-	n.early.Go(func() { _ = n.Set(cfg) }) // a failure is reported by push, on firstResult
+//
+// The DNS part likewise: the engine starts with no DNS (it has no names
+// yet) and sets the host's DNS in the reconfiguration that follows the
+// first workspace update, waiting for the host's answer inside it while
+// the agents' peers wait behind it. Sent here, that answer is in before
+// the control connection is up, and the engine's identical configuration
+// sends nothing. Until then the host asks the engine's resolver for names
+// under the match domain that it cannot answer yet; before the first
+// workspace update there are no such names anywhere.
+func (n *netSettings) sendEarly(rc *router.Config, oc *dns.OSConfig) {
+	n.mu.Lock()
+	if n.dns == nil || len(n.dns.Nameservers) == 0 {
+		n.ahead = oc
+	}
+	n.mu.Unlock()
+	n.early.Go(func() { _ = n.Set(rc) }) // a failure is reported by push, on firstResult
 }
 
 func (n *netSettings) push() error {
@@ -140,7 +163,11 @@ func (n *netSettings) push() error {
 		n.mu.Unlock()
 		return nil
 	}
-	req := buildSettingsRequest(n.router, n.dns, n.domainName, n.exclude...)
+	oc := n.dns
+	if n.ahead != nil {
+		oc = n.ahead
+	}
+	req := buildSettingsRequest(n.router, oc, n.domainName, n.exclude...)
 	if n.lastSent != nil && proto.Equal(req, n.lastSent) {
 		n.mu.Unlock()
 		return nil

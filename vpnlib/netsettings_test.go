@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -214,4 +215,66 @@ func TestNetSettingsTimeout(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v", err)
 	}
+}
+
+// The DNS sent early stands in for the engine's empty DNS until the engine
+// has servers of its own: the engine's first reconfiguration (router, no
+// DNS) and its DNS at the first workspace update send nothing when they
+// match what was sent early. From then on the engine's DNS is what counts,
+// so clearing it is sent.
+func TestNetSettingsSendsDNSEarly(t *testing.T) {
+	t.Parallel()
+	rec := &recordingApplier{}
+	n := newNetSettings(rec.apply, time.Second, "coder", nil, slog.Make())
+	rc := &router.Config{LocalAddrs: []netip.Prefix{netip.MustParsePrefix("fd60:627a:a42b::1/128")}}
+	ahead := dns.OSConfig{Nameservers: []netip.Addr{netip.MustParseAddr("fd60:627a:a42b::53")}, MatchDomains: []dnsname.FQDN{"coder."}}
+	n.sendEarly(rc, &ahead)
+	if err := <-n.firstResult; err != nil {
+		t.Fatalf("first result %v", err)
+	}
+	n.early.Wait()
+	reqs := rec.requests()
+	if len(reqs) != 1 || reqs[0].GetIpv6Settings() == nil || !slices.Equal(reqs[0].GetDnsSettings().GetServers(), []string{"fd60:627a:a42b::53"}) {
+		t.Fatalf("early requests %v, want one with the router and the DNS", reqs)
+	}
+	// The engine's first reconfiguration, then the one after the first
+	// workspace update, each as Reconfig makes them: router, then DNS.
+	for _, oc := range []dns.OSConfig{{}, ahead} {
+		if err := n.Set(rc); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.SetDNS(oc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := len(rec.requests()); got != 1 {
+		t.Fatalf("%d requests after the engine's own configurations equal to the early one, want 1: %v", got, rec.requests())
+	}
+	if err := n.SetDNS(dns.OSConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	reqs = rec.requests()
+	if len(reqs) != 2 || reqs[1].GetDnsSettings() != nil {
+		t.Fatalf("after the engine cleared its DNS: %v", reqs)
+	}
+	n.shutdown()
+}
+
+// An early DNS that differs from the engine's is replaced by the engine's
+// as soon as the engine has servers.
+func TestNetSettingsEarlyDNSReplaced(t *testing.T) {
+	t.Parallel()
+	rec := &recordingApplier{}
+	n := newNetSettings(rec.apply, time.Second, "coder", nil, slog.Make())
+	rc := &router.Config{LocalAddrs: []netip.Prefix{netip.MustParsePrefix("fd60:627a:a42b::1/128")}}
+	n.sendEarly(rc, &dns.OSConfig{Nameservers: []netip.Addr{netip.MustParseAddr("fd60:627a:a42b::53")}, MatchDomains: []dnsname.FQDN{"coder."}})
+	n.early.Wait()
+	if err := n.SetDNS(dns.OSConfig{Nameservers: []netip.Addr{netip.MustParseAddr("fd60:627a:a42b::54")}, MatchDomains: []dnsname.FQDN{"coder."}}); err != nil {
+		t.Fatal(err)
+	}
+	reqs := rec.requests()
+	if len(reqs) != 2 || !slices.Equal(reqs[1].GetDnsSettings().GetServers(), []string{"fd60:627a:a42b::54"}) {
+		t.Fatalf("requests %v, want the early one, then the engine's DNS", reqs)
+	}
+	n.shutdown()
 }

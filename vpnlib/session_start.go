@@ -7,6 +7,9 @@ import (
 	"net/netip"
 
 	"tailscale.com/ipn/ipnstate"
+	"tailscale.com/net/dns"
+	"tailscale.com/net/tsaddr"
+	"tailscale.com/util/dnsname"
 	"tailscale.com/wgengine/router"
 
 	"cdr.dev/slog/v3"
@@ -167,8 +170,9 @@ func (s *sessionStart) startEngine(ctx context.Context) error {
 	derpHeader.Del(codersdk.SessionTokenHeader)
 	addrs := []netip.Prefix{netip.PrefixFrom(tailnet.CoderServicePrefix.RandomAddr(), 128)}
 	// What the engine's first reconfiguration gives its router (Coder's
-	// configmaps.go: our addresses, CoderServicePrefix as the only route).
-	s.settings.sendEarly(&router.Config{LocalAddrs: addrs, Routes: tunnelRoutes})
+	// configmaps.go: our addresses, CoderServicePrefix as the only route),
+	// and the DNS it sets at the first workspace update (engineDNS).
+	s.settings.sendEarly(&router.Config{LocalAddrs: addrs, Routes: tunnelRoutes}, engineDNS(s.suffix))
 	conn, err := s.t.cfg.newEngine(&tailnet.Options{
 		WireguardMonitor:    mon,
 		Addresses:           addrs,
@@ -200,6 +204,28 @@ func (s *sessionStart) startEngine(ctx context.Context) error {
 		logger.Info(runCtx, "system wake: new WireGuard sessions with every peer", slog.F("peers", n))
 	}, wakeDebounce)
 	return nil
+}
+
+// engineDNS is the DNS configuration the engine hands its DNS configurator
+// from the first workspace update on, for the match domain suffix, or nil
+// if suffix is no valid domain (the engine then refuses to start anyway).
+//
+// Why it is known before that update: Coder's workspace updates always
+// give the engine at least one name (the "is Coder Connect enabled" name
+// under suffix), and once it has names the engine's DNS manager gives a
+// configurator that does split DNS one nameserver, its own service address
+// (tailscale's dns.Manager with Coder's OnlyIPv6 hosts), and one match
+// domain, suffix, whatever the names are. TestStartSendsDNSEarly fails if
+// the engine's configuration differs from this one.
+func engineDNS(suffix string) *dns.OSConfig {
+	match, err := dnsname.ToFQDN(suffix + ".")
+	if err != nil {
+		return nil
+	}
+	return &dns.OSConfig{
+		Nameservers:  []netip.Addr{tsaddr.CoderServiceIPv6()},
+		MatchDomains: []dnsname.FQDN{match},
+	}
 }
 
 // startControllers runs Coder's tailnet controller over the control

@@ -60,14 +60,17 @@ func TestTunnelEndToEnd(t *testing.T) {
 				t.Fatalf("agent fqdn %v ips %v, want %v %v", got.Fqdn, got.IpAddrs, wantFQDN, agent.Addr)
 			}
 
-			// DNS for the agent's name, answered through the tunnel.
+			// DNS for the agent's name, answered through the tunnel. The
+			// host has the DNS settings from the first request on, before
+			// the engine has the names: ask until the engine answers.
 			if _, err := r.h.WaitSettings(r.ctx, func(c hosttest.NetConfig) bool { return len(c.DNSServers) > 0 }); err != nil {
 				t.Fatal(err)
 			}
-			addrs, err := r.h.LookupAAAA(r.ctx, "main.dev.me.coder")
-			if err != nil {
-				t.Fatalf("DNS lookup through the tunnel: %v", err)
-			}
+			var addrs []netip.Addr
+			waitFor(r.ctx, t, "main.dev.me.coder to resolve through the tunnel", func() bool {
+				addrs, err = r.h.LookupAAAA(r.ctx, "main.dev.me.coder")
+				return err == nil
+			})
 			if !slices.Contains(addrs, agent.Addr) {
 				t.Fatalf("main.dev.me.coder resolved to %v, want %v", addrs, agent.Addr)
 			}
