@@ -29,10 +29,10 @@ const (
 	// soakAttemptTimeout bounds one request. The soak judges whether the
 	// tunnel answers, not how fast. A new connection used to lose its SYN
 	// and two retransmissions (answered after 7.0 s: gVisor's 1, 2 and 4 s)
-	// when another test deleted a veth whose address the engine's direct
-	// path used (README, Reliability; addr_watch.go); with attemptTimeout's
-	// 2 s those runs failed. The slowest answer is printed, with when it
-	// began.
+	// when another test deleted a veth whose address an engine's direct
+	// path used (README, Reliability; addr_watch.go fixed our engine's
+	// half, the agent's remains); with attemptTimeout's 2 s those runs
+	// failed. The slowest answer is printed, with when it began.
 	soakAttemptTimeout = 10 * time.Second
 	// soakFlat is the largest growth per minute called flat, once the soak
 	// ran long enough (soakJudgeAfter) to tell a leak from warm-up.
