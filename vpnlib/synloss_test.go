@@ -43,8 +43,14 @@ func (v peerView) String() string {
 	return fmt.Sprintf("hs=%s cur=%q relay=%q rx=%d tx=%d", v.hs.Format("15:04:05.000"), v.cur, v.derp, v.rx, v.tx)
 }
 
-// TestSynLossHunt (issue 17) dials agents as the soak does, faster, and
-// for each slow dial logs how both ends saw the peer meanwhile.
+// TestSynLossHunt (issue 17) dials the soak's two agents, alternately, every
+// CODERVPN_SYNLOSS_EVERY (250ms) for CODERVPN_SYNLOSS_DURATION, restarting
+// the second every CODERVPN_SYNLOSS_RESTART (never), and logs each dial
+// slower than 500 ms with how both ends saw the peer meanwhile: last
+// handshake, direct path (cur), DERP relay, bytes. A SYN the agent received
+// (its rx grows) and never answered (its tx does not) is the agent's loss;
+// one our engine never sent (our tx does not grow) is ours.
+// scripts/addr-churn-hunt.sh runs it where addresses come and go.
 func TestSynLossHunt(t *testing.T) {
 	env := os.Getenv("CODERVPN_SYNLOSS_DURATION")
 	if env == "" {
@@ -56,7 +62,9 @@ func TestSynLossHunt(t *testing.T) {
 	}
 	every := 250 * time.Millisecond
 	if e := os.Getenv("CODERVPN_SYNLOSS_EVERY"); e != "" {
-		every, _ = time.ParseDuration(e)
+		if every, err = time.ParseDuration(e); err != nil || every <= 0 {
+			t.Fatalf("CODERVPN_SYNLOSS_EVERY=%q: want a positive duration such as 1s", e)
+		}
 	}
 	r := newRig(t, rigOptions{
 		deployment: &vpntest.Options{},
@@ -75,7 +83,9 @@ func TestSynLossHunt(t *testing.T) {
 	defer peerTick.Stop()
 	restartEvery := time.Hour
 	if e := os.Getenv("CODERVPN_SYNLOSS_RESTART"); e != "" {
-		restartEvery, _ = time.ParseDuration(e)
+		if restartEvery, err = time.ParseDuration(e); err != nil || restartEvery <= 0 {
+			t.Fatalf("CODERVPN_SYNLOSS_RESTART=%q: want a positive duration such as 60s", e)
+		}
 	}
 	restartTick := time.NewTicker(restartEvery)
 	defer restartTick.Stop()
