@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/types/key"
 
 	"github.com/coder/coder/v2/tailnet"
@@ -72,4 +73,30 @@ func (t *Tunnel) EngineHandshake(k key.NodePublic) time.Time {
 // (to keep its addresses out of the tunnel's routes) with resolve.
 func SetResolver(c *TunnelConfig, resolve func(ctx context.Context, host string) ([]netip.Addr, error)) {
 	c.resolveHost = resolve
+}
+
+// EngineStatus is the running session's engine status, or nil when no
+// session runs: for tests that follow one peer's path and handshakes.
+func (t *Tunnel) EngineStatus() *ipnstate.Status {
+	t.mu.Lock()
+	sess := t.session
+	t.mu.Unlock()
+	if sess == nil {
+		return nil
+	}
+	return sess.conn.Status()
+}
+
+// EngineNodeKey is the running session's node key, or the zero key.
+func (t *Tunnel) EngineNodeKey() key.NodePublic {
+	t.mu.Lock()
+	sess := t.session
+	t.mu.Unlock()
+	if sess == nil {
+		return key.NodePublic{}
+	}
+	if n := sess.conn.Node(); n != nil {
+		return n.Key
+	}
+	return key.NodePublic{}
 }

@@ -32,7 +32,8 @@ func (t *Tunnel) newNetworkMonitor() (*netmon.Monitor, error) {
 }
 
 // startRouteWatch checks the deployment's routes after each change the
-// monitor reports, until the session ends. The monitor's callbacks run on
+// monitor reports, and whether a local address went away (addr_watch.go),
+// until the session ends. The monitor's callbacks run on
 // goroutines of their own: ours only signals, so none outlives the
 // session by more than that.
 func (s *sessionStart) startRouteWatch() {
@@ -44,6 +45,8 @@ func (s *sessionStart) startRouteWatch() {
 		default: // a check is pending: it will see this change too
 		}
 	})
+	addrs := &addrWatch{rebind: sess.conn.Rebind, logger: s.logger.Named("addr")}
+	addrs.last = localAddrs(currentState(sess.runCtx, addrs.logger))
 	sess.wg.Go(func() {
 		defer unregister()
 		for {
@@ -52,6 +55,9 @@ func (s *sessionStart) startRouteWatch() {
 				return
 			case <-changed:
 				client.NetworkChanged(sess.runCtx, logger)
+				if st := currentState(sess.runCtx, addrs.logger); st != nil {
+					addrs.check(sess.runCtx, st)
+				}
 			}
 		}
 	})

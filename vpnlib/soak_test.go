@@ -27,11 +27,12 @@ const (
 	soakSampleEvery  = time.Minute
 	soakFaultWindow  = 15 * time.Second
 	// soakAttemptTimeout bounds one request. The soak judges whether the
-	// tunnel answers, not how fast: now and then a new connection loses its
-	// SYN and two retransmissions (answered after 7.0 s: gVisor's 1, 2 and
-	// 4 s) 9-40 s after the start or a control cut, on a loaded machine or
-	// not. Not explained yet (README, Reliability); with attemptTimeout's 2 s
-	// those runs failed. The slowest answer is printed, with when it began.
+	// tunnel answers, not how fast. A new connection used to lose its SYN
+	// and two retransmissions (answered after 7.0 s: gVisor's 1, 2 and 4 s)
+	// when another test deleted a veth whose address an engine's direct
+	// path used (README, Reliability; addr_watch.go fixed our engine's
+	// half, the agent's remains); with attemptTimeout's 2 s those runs
+	// failed. The slowest answer is printed, with when it began.
 	soakAttemptTimeout = 10 * time.Second
 	// soakFlat is the largest growth per minute called flat, once the soak
 	// ran long enough (soakJudgeAfter) to tell a leak from warm-up.
