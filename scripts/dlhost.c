@@ -25,7 +25,8 @@
  *                       coderSetLogger with a callback that writes each record
  *                       to the attached fd as a line "LEVEL MESSAGE" (newlines
  *                       in MESSAGE escaped), at min_level L. With "hold", every
- *                       call waits until "logger release". A call that overlaps
+ *                       call of this callback (not of the one it replaces)
+ *                       waits until "logger release". A call that overlaps
  *                       another writes a line "VIOLATION ...". Reply: "ok RC".
  *         logger release
  *                       Lets held callbacks return. Reply: "ok".
@@ -62,14 +63,18 @@ static coderStartVPN_fn start_vpn;
 static coderStopVPN_fn stop_vpn;
 static coderVPNVersion_fn vpn_version;
 
-/* The log callback's state: where records go, the hold, overlap detection. */
+/* The log callback's state: where records go, the hold, overlap detection.
+ * The hold names the fd of the callback it holds (-1: none): a callback
+ * being replaced may still be delivering its queue, and coderSetLogger
+ * waits for it, so a hold meant for the new callback must not catch the
+ * old one (that deadlocked the test under load). */
 static struct {
 	pthread_mutex_t mu;
 	pthread_cond_t cond;
-	int held;
+	int held_fd;
 	int fd;
 	int inside;
-} logcb = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, -1, 0};
+} logcb = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, -1, -1, 0};
 
 static void write_all(int fd, const char *p, size_t n) {
 	while (n > 0) {
@@ -88,7 +93,7 @@ static void log_callback(void *context, int32_t level, const char *message) {
 		static const char overlap[] = "VIOLATION the callback was entered while running\n";
 		write_all(fd, overlap, sizeof overlap - 1);
 	}
-	while (logcb.held)
+	while (logcb.held_fd == fd)
 		pthread_cond_wait(&logcb.cond, &logcb.mu);
 	pthread_mutex_unlock(&logcb.mu);
 
@@ -242,7 +247,7 @@ static void serve_logger(int ctl, const char *args, int *fds, int nfds) {
 		reply(ctl, "err the library has no coderSetLogger");
 	} else if (strcmp(args, "release") == 0) {
 		pthread_mutex_lock(&logcb.mu);
-		logcb.held = 0;
+		logcb.held_fd = -1;
 		pthread_cond_broadcast(&logcb.cond);
 		pthread_mutex_unlock(&logcb.mu);
 		reply(ctl, "ok");
@@ -255,7 +260,7 @@ static void serve_logger(int ctl, const char *args, int *fds, int nfds) {
 		reply(ctl, "ok %d", rc);
 	} else if (sscanf(args, "%d fd %31s", &level, mode) >= 1 && nfds == 1) {
 		pthread_mutex_lock(&logcb.mu);
-		logcb.held = strcmp(mode, "hold") == 0;
+		logcb.held_fd = strcmp(mode, "hold") == 0 ? fds[0] : -1;
 		pthread_mutex_unlock(&logcb.mu);
 		int old = logcb.fd;
 		int32_t rc = set((void *)(intptr_t)fds[0], log_callback, (int32_t)level);
