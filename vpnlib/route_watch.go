@@ -46,9 +46,16 @@ func (s *sessionStart) startRouteWatch() {
 		}
 	})
 	addrs := &addrWatch{rebind: sess.conn.Rebind, logger: s.logger.Named("addr")}
-	addrs.last = localAddrs(currentState(sess.runCtx, addrs.logger))
+	deployment := s.deploymentAddrs
 	sess.wg.Go(func() {
 		defer unregister()
+		// The first readings (two netlink calls per deployment address, the
+		// machine's interfaces) are made here, off the Start's path to its
+		// StartResponse. A deployment address inside our routes is
+		// excluded from them, so it is looked up at the underlay whenever
+		// this runs.
+		client.WatchRoutes(deployment)
+		addrs.last = localAddrs(currentState(sess.runCtx, addrs.logger))
 		for {
 			select {
 			case <-sess.runCtx.Done():

@@ -64,6 +64,9 @@ type sessionStart struct {
 	dialer   *coderd.ControlDialer
 	proxy    *engineProxy
 	sess     *session // set once the engine runs: its close undoes everything
+	// deploymentAddrs are coder_url's and the DERP relays' addresses,
+	// whose routes the route watch follows (route_watch.go).
+	deploymentAddrs []netip.Addr
 }
 
 // startSession connects to the deployment and starts the engine, in the
@@ -156,8 +159,8 @@ func (s *sessionStart) openDevice() error {
 // startEngine starts the tailnet engine on the device, with the network
 // settings as its router and DNS configurator.
 func (s *sessionStart) startEngine(ctx context.Context) error {
-	exclude, deploymentAddrs := excludedFromTunnel(ctx, s.t.cfg.resolveHost, deploymentHosts(s.p.url, s.info.DERPMap), tunnelRoutes, s.logger)
-	s.client.WatchRoutes(deploymentAddrs) // before our own device has any route
+	var exclude []netip.Prefix
+	exclude, s.deploymentAddrs = excludedFromTunnel(ctx, s.t.cfg.resolveHost, deploymentHosts(s.p.url, s.info.DERPMap), tunnelRoutes, s.logger)
 	mon, err := s.t.newNetworkMonitor()
 	if err != nil {
 		return err
