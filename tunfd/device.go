@@ -99,7 +99,7 @@ type Device struct {
 	events   chan tun.Event
 	closed   atomic.Bool
 	stats    counters
-	restore  int // dup used to clear O_NONBLOCK again after Close; -1 if none
+	restore  blockingRestore
 	closeErr error
 	closeMu  sync.Mutex
 
@@ -155,7 +155,7 @@ func New(fd int, opts Options) (*Device, error) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, fmt.Errorf("tunfd: file descriptor %d is not usable (the host must pass an open tunnel fd): %w", fd, err)
 	}
-	d := &Device{framing: opts.Framing, mtu: mtu, batch: batch, restore: -1}
+	d := &Device{framing: opts.Framing, mtu: mtu, batch: batch}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFIFO:
 		return nil, fmt.Errorf("tunfd: fd %d is a pipe, which loses packet boundaries; pass a tun/utun fd or a SOCK_DGRAM/SOCK_SEQPACKET socket", fd)
@@ -192,18 +192,16 @@ func New(fd int, opts Options) (*Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tunfd: dup fd %d: %w", fd, err)
 	}
-	if flags&unix.O_NONBLOCK == 0 {
-		// Keep a second reference outside the poller so Close can put the
-		// shared file back in blocking mode once our reads have drained.
-		if d.restore, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0); err != nil {
-			unix.Close(own)
-			return nil, fmt.Errorf("tunfd: dup fd %d: %w", fd, err)
-		}
+	// Close puts the shared file back in blocking mode once our reads have
+	// drained.
+	if d.restore, err = keepBlocking(fd, flags); err != nil {
+		unix.Close(own)
+		return nil, err
 	}
 	// O_NONBLOCK must be set before os.NewFile, which only hands
 	// non-blocking fds to the netpoller.
 	if err := unix.SetNonblock(own, true); err != nil {
-		d.closeRestore()
+		d.restore.restore()
 		unix.Close(own)
 		return nil, fmt.Errorf("tunfd: make fd %d non-blocking: %w", fd, err)
 	}
@@ -211,7 +209,7 @@ func New(fd int, opts Options) (*Device, error) {
 	d.file = os.NewFile(uintptr(own), d.name)
 	if d.rc, err = d.file.SyscallConn(); err != nil {
 		d.file.Close()
-		d.closeRestore()
+		d.restore.restore()
 		return nil, fmt.Errorf("tunfd: fd %d: %w", fd, err)
 	}
 	d.readFn = d.readSome
@@ -264,16 +262,7 @@ func (d *Device) Close() error {
 	if err := d.file.Close(); err != nil {
 		d.closeErr = fmt.Errorf("tunfd %s: close: %w", d.name, err)
 	}
-	d.closeRestore()
+	d.restore.restore()
 	close(d.events)
 	return d.closeErr
-}
-
-func (d *Device) closeRestore() {
-	if d.restore < 0 {
-		return
-	}
-	_ = unix.SetNonblock(d.restore, false)
-	_ = unix.Close(d.restore)
-	d.restore = -1
 }

@@ -42,7 +42,7 @@ type offloadDevice struct {
 	*tun.NativeTun
 	mtu       int
 	events    chan tun.Event
-	restore   int // dup of the caller's fd to clear O_NONBLOCK on; -1 if none
+	restore   blockingRestore
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -52,18 +52,16 @@ func openOffload(fd int, opts Options) (tun.Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tunfd: read flags of fd %d: %w", fd, err)
 	}
-	d := &offloadDevice{mtu: opts.MTU, restore: -1}
+	d := &offloadDevice{mtu: opts.MTU}
 	if d.mtu == 0 {
 		d.mtu = TunnelMTU
 	}
-	if flags&unix.O_NONBLOCK == 0 {
-		if d.restore, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0); err != nil {
-			return nil, fmt.Errorf("tunfd: dup fd %d: %w", fd, err)
-		}
+	if d.restore, err = keepBlocking(fd, flags); err != nil {
+		return nil, err
 	}
 	own, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		d.closeRestore()
+		d.restore.restore()
 		return nil, fmt.Errorf("tunfd: dup fd %d: %w", fd, err)
 	}
 	// Non-blocking before the engine's device wraps own in an os.File, so
@@ -72,18 +70,18 @@ func openOffload(fd int, opts Options) (tun.Device, error) {
 	// so it must not be closed here too.
 	if err := unix.SetNonblock(own, true); err != nil {
 		unix.Close(own)
-		d.closeRestore()
+		d.restore.restore()
 		return nil, fmt.Errorf("tunfd: make fd %d non-blocking: %w", fd, err)
 	}
 	dev, _, err := tun.CreateUnmonitoredTUNFromFD(own)
 	if err != nil {
-		d.closeRestore()
+		d.restore.restore()
 		return nil, fmt.Errorf("tunfd: enable offloads on TUN fd %d: %w (open it without IFF_VNET_HDR to do without)", fd, err)
 	}
 	nt, ok := dev.(*tun.NativeTun)
 	if !ok {
 		dev.Close()
-		d.closeRestore()
+		d.restore.restore()
 		return nil, fmt.Errorf("tunfd: the engine's TUN device is a %T, not *tun.NativeTun", dev)
 	}
 	d.NativeTun = nt
@@ -109,17 +107,8 @@ func (d *offloadDevice) Close() error {
 		if err := d.NativeTun.Close(); err != nil {
 			d.closeErr = fmt.Errorf("tunfd: close: %w", err)
 		}
-		d.closeRestore()
+		d.restore.restore()
 		close(d.events)
 	})
 	return d.closeErr
-}
-
-func (d *offloadDevice) closeRestore() {
-	if d.restore < 0 {
-		return
-	}
-	_ = unix.SetNonblock(d.restore, false)
-	_ = unix.Close(d.restore)
-	d.restore = -1
 }
