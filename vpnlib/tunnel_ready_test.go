@@ -21,8 +21,9 @@ import (
 // A host uses the tunnel the moment StartResponse arrives (Coder Desktop asks
 // for a snapshot, a user's ssh dials). By then the agents of the first
 // workspace update are known and the engine has a peer for each, so the
-// snapshot lists them and the very first TCP SYN gets through: nothing has
-// to be retransmitted, which would cost a second.
+// snapshot lists them, their names resolve on the first question, and the
+// very first TCP SYN gets through: nothing has to be retransmitted, which
+// would cost a second.
 func TestStartResponseMeansReady(t *testing.T) {
 	r := newRig(t, rigOptions{deployment: &vpntest.Options{}, host: hosttest.Options{SendTunFD: true}})
 	agent, err := r.d.AddRunningAgent(r.ctx, "dev", "main")
@@ -36,6 +37,17 @@ func TestStartResponseMeansReady(t *testing.T) {
 	}
 	if len(snap.GetUpsertedAgents()) != 1 {
 		t.Fatalf("snapshot right after StartResponse: %v", snap)
+	}
+	// The agent's name answers at once: an OS that asked the tunnel's DNS
+	// server and got NXDOMAIN would cache the failure and the user's ssh
+	// would fail until it expires.
+	name := "main.dev.me.coder"
+	addrs, err := r.h.LookupAAAA(r.ctx, name)
+	if err != nil {
+		t.Fatalf("the first lookup of %s right after StartResponse: %v", name, err)
+	}
+	if !slices.Contains(addrs, agent.Addr) {
+		t.Fatalf("%s resolved to %v right after StartResponse, want %v", name, addrs, agent.Addr)
 	}
 	before := r.h.Netstack().Stats().TCPSyns
 	body := httpGet(r.ctx, t, r.h, netip.AddrPortFrom(agent.Addr, agent.HTTPPort))
