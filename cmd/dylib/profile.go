@@ -8,11 +8,13 @@ package main
 // have it. CODERVPN_PROFILE=dir,delay,window[,kinds] makes the library,
 // delay after it is loaded, record over window into dir: an execution
 // trace and a heap profile by default, a CPU profile with kinds=cpu
-// (internal/profwindow says which files).
+// (internal/profwindow says which files). The first coderStopVPN ends
+// the window early, so that a window longer than the run still writes.
 
 import (
 	"fmt"
 	"os"
+	"sync"
 
 	"github.com/codervpn/codervpn/internal/profwindow"
 )
@@ -28,11 +30,17 @@ func init() {
 		return
 	}
 	spec.Prepare() // before the tunnel allocates anything
+	stop, done := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	endProfile = func() { // the first coderStopVPN ends the window early
+		once.Do(func() { close(stop) })
+		<-done
+	}
 	go func() {
+		defer close(done)
 		// stderr: the library has no other place for this before a tunnel
-		// exists. The host ends the process without telling the library,
-		// so the window has no early end.
-		if err := spec.Record(nil); err != nil {
+		// exists.
+		if err := spec.Record(stop); err != nil {
 			fmt.Fprintf(os.Stderr, "CODERVPN_PROFILE: %v\n", err)
 		}
 	}()
