@@ -122,6 +122,7 @@ const (
 	crypto  = "crypto"
 	syscall = "system calls"
 	gc      = "runtime: garbage collection"
+	scav    = "runtime: returning memory (scavenger)"
 	rt      = "runtime: scheduler, memory, other"
 	stdlib  = "Go standard library, other"
 	other   = "other module code"
@@ -134,7 +135,9 @@ func leafOwner(frames []string) string {
 	leaf := frames[0]
 	switch {
 	case isSyscall(leaf):
-		return syscall
+		return syscall + ": " + syscallName(frames)
+	case inScavenge(frames):
+		return scav
 	case inGC(frames):
 		return gc
 	}
@@ -148,22 +151,58 @@ func behalfOwner(frames []string) string {
 			return o
 		}
 	}
-	if inGC(frames) {
+	switch {
+	case inScavenge(frames):
+		return scav
+	case inGC(frames):
 		return gc
 	}
 	return rt
 }
 
-func isSyscall(f string) bool {
-	return hasAny(f, "syscall.Syscall", "syscall.RawSyscall", "syscall.rawSyscall", "syscall.rawVforkSyscall",
-		"internal/runtime/syscall.Syscall6", "golang.org/x/sys/unix.Syscall", "golang.org/x/sys/unix.RawSyscall",
-		"runtime/internal/syscall.Syscall6", "syscall.syscall")
+// syscallWrappers are the functions that make any system call; the frame
+// above them names which one.
+var syscallWrappers = []string{"syscall.Syscall", "syscall.RawSyscall", "syscall.rawSyscall", "syscall.rawVforkSyscall",
+	"internal/runtime/syscall/linux.Syscall6", "internal/runtime/syscall.Syscall6", "runtime/internal/syscall.Syscall6",
+	"golang.org/x/sys/unix.Syscall", "golang.org/x/sys/unix.RawSyscall", "syscall.syscall"}
+
+func isSyscall(f string) bool { return hasAny(f, syscallWrappers...) }
+
+// syscallName is the call a system call sample is in: the first frame
+// above the wrappers, without its package (write, recvfrom, EpollWait).
+func syscallName(frames []string) string {
+	for _, f := range frames {
+		if isSyscall(f) {
+			continue
+		}
+		if i := strings.LastIndex(f, "/"); i >= 0 {
+			f = f[i+1:]
+		}
+		if _, name, ok := strings.Cut(f, "."); ok {
+			return name
+		}
+		return f
+	}
+	return "?"
 }
 
-// inGC: a background mark worker or an allocation's assist.
+// inGC: a background mark worker, an allocation's assist or the sweeper.
 func inGC(frames []string) bool {
 	for _, f := range frames {
-		if hasAny(f, "runtime.gcBgMarkWorker", "runtime.gcAssistAlloc", "runtime.bgsweep", "runtime.bgscavenge") {
+		if hasAny(f, "runtime.gcBgMarkWorker", "runtime.gcAssistAlloc", "runtime.bgsweep") {
+			return true
+		}
+	}
+	return false
+}
+
+// inScavenge: the runtime handing free pages back to the system, in the
+// background or inline in an allocation that would pass the memory limit;
+// it shows apart because a soft memory limit (ours, internal/memlimit)
+// makes it run more.
+func inScavenge(frames []string) bool {
+	for _, f := range frames {
+		if hasAny(f, "runtime.(*pageAlloc).scavenge", "runtime.bgscavenge", "runtime.(*scavengerState)") {
 			return true
 		}
 	}
