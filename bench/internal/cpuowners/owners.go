@@ -126,7 +126,7 @@ const (
 	rt      = "runtime: scheduler, memory, other"
 	stdlib  = "Go standard library, other"
 	other   = "other module code"
-	unknown = "no symbol (C host, kernel)"
+	unknown = "C code (the C host, libc) or no symbol"
 )
 
 // leafOwner: system calls and the collector first, since their leaves are
@@ -147,7 +147,7 @@ func leafOwner(frames []string) string {
 func behalfOwner(frames []string) string {
 	for _, f := range frames {
 		switch o := owner(f); o {
-		case ours, engine, bench, other:
+		case ours, engine, bench, other, unknown:
 			return o
 		}
 	}
@@ -221,6 +221,8 @@ func hasAny(f string, prefixes ...string) bool {
 // owner of one function by its import path.
 func owner(f string) string {
 	switch {
+	case f == "runtime._ExternalCode": // a sample in C code: the host's, libc
+		return unknown
 	case hasAny(f, "github.com/codervpn/"):
 		return ours
 	case hasAny(f, "crypto/", "golang.org/x/crypto/", "vendor/golang.org/x/crypto/"):

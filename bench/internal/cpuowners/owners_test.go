@@ -95,6 +95,7 @@ func TestOwner(t *testing.T) {
 		"runtime.mallocgc":                                  rt,
 		"main.(*utunDevice).Read":                           bench,
 		"github.com/google/uuid.New":                        other,
+		"runtime._ExternalCode":                             unknown,
 	} {
 		if got := owner(f); got != want {
 			t.Errorf("owner(%q) = %q, want %q", f, got, want)
