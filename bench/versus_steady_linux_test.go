@@ -201,6 +201,8 @@ func benchVersusDERP(b *testing.B) {
 	share := func(cpu, elapsed time.Duration) float64 { return cpu.Seconds() / elapsed.Seconds() }
 	vs("  tunnel process CPU while transferring, DERP", share(costs[0].cpu, costs[0].elapsed), share(costs[1].cpu, costs[1].elapsed), fmtCore, "")
 	vs("  bench process CPU meanwhile (DERP server, agent, host IP stack)", share(costs[0].benchCPU, costs[0].elapsed), share(costs[1].benchCPU, costs[1].elapsed), fmtCore, "")
+	benchPerGB := func(i int) float64 { return costs[i].benchCPU.Seconds() / (float64(costs[i].bytes) / 1e9) }
+	vs("  bench process CPU per GB meanwhile", benchPerGB(0), benchPerGB(1), func(v float64) string { return fmt.Sprintf("%.1f s", v) }, "")
 }
 
 // benchVersusIdleNoSession: both processes idle side by side after the
