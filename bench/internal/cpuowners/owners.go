@@ -106,7 +106,10 @@ func funcs(s *profile.Sample) []string {
 	var out []string
 	for _, l := range s.Location {
 		for _, ln := range l.Line {
-			if ln.Function != nil {
+			// A frame in a library without symbols (the host's libc) has
+			// an empty name: the runtime._ExternalCode above it says what
+			// it was.
+			if ln.Function != nil && ln.Function.Name != "" {
 				out = append(out, ln.Function.Name)
 			}
 		}

@@ -57,7 +57,7 @@ func TestBreakdown(t *testing.T) {
 		{"runtime.madvise", "runtime.sysUnusedOS", "runtime.(*pageAlloc).scavengeOne", "runtime.(*pageAlloc).scavenge",
 			"runtime.(*mheap).allocSpan", "runtime.mallocgc", "tailscale.com/derp.(*Client).recv"},
 		// no symbols
-		{},
+		{"", "runtime._ExternalCode"},
 	}, []int64{4e9, 3e9, 2e9, 1e9, 5e8, 3e8, 2e8, 1e8})
 	where, behalf, total := breakdown(p)
 	if math.Abs(total-11.1) > 1e-9 {
