@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,13 +15,17 @@ import (
 )
 
 // transferCost is what one process spent moving bytes: throughputs of each
-// round, and CPU, context switches and the anonymous peak over all rounds.
+// round, and CPU, context switches and the anonymous peak over all rounds;
+// with the time the rounds took and the CPU the bench process (the
+// deployment's DERP server and agent, the host's IP stack) spent meanwhile.
 type transferCost struct {
 	rates    []float64
 	bytes    int64
 	cpu      time.Duration
 	switches int64
 	peakKB   int64
+	elapsed  time.Duration
+	benchCPU time.Duration
 }
 
 // transfer moves size bytes to agent through each process in turn, rounds
@@ -38,8 +44,14 @@ func transfer(ctx context.Context, b *testing.B, ps []*tunnelProc, agent *vpntes
 			if err != nil {
 				b.Fatal(err)
 			}
+			self0, _, err := procCPU(os.Getpid())
+			if err != nil {
+				b.Fatal(err)
+			}
 			stopPeak := peakAnon(p.pid)
+			t0 := time.Now()
 			r, err := sendToSink(ctx, p.h.DialTCP, agent, size)
+			elapsed := time.Since(t0)
 			peak := stopPeak()
 			if err != nil {
 				b.Fatalf("%s: %v\n%s", contenders()[i].name, err, exitedBadly(p))
@@ -48,7 +60,13 @@ func transfer(ctx context.Context, b *testing.B, ps []*tunnelProc, agent *vpntes
 			if err != nil {
 				b.Fatal(err)
 			}
+			self1, _, err := procCPU(os.Getpid())
+			if err != nil {
+				b.Fatal(err)
+			}
 			c := &costs[i]
+			c.elapsed += elapsed
+			c.benchCPU += self1 - self0
 			c.rates = append(c.rates, r)
 			c.bytes += size
 			c.cpu += s1.cpu - s0.cpu
@@ -154,16 +172,37 @@ func latencies(ctx context.Context, b *testing.B, ps []*tunnelProc, agent *vpnte
 	return out
 }
 
-// benchVersusDERP: one TCP stream's throughput with direct UDP blocked.
+// derpMiBEnv sets the size of each DERP transfer round in MiB (default
+// 32): longer rounds give a profile window (CODERVPN_PROFILE,
+// CODERTUNNEL_PROFILE) room to lie inside one process's transfers.
+const derpMiBEnv = "CODERVPN_BENCH_DERP_MIB"
+
+// benchVersusDERP: one TCP stream's throughput with direct UDP blocked,
+// and where the CPU was while it ran: each tunnel process's share of a
+// core, and the bench process's (which holds the DERP server, the agent
+// and the host's userspace IP stack) over the same rounds.
 func benchVersusDERP(b *testing.B) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	mibs := int64(32)
+	if v := os.Getenv(derpMiBEnv); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			b.Fatalf("%s=%q: want a positive number of MiB", derpMiBEnv, v)
+		}
+		mibs = n
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute+time.Duration(mibs/32)*time.Minute)
 	defer cancel()
 	w := newWorld(ctx, b, vpntest.Options{BlockDirect: true}, 1)
 	ps := startAll(ctx, b, w.d, 1)
-	costs := transfer(ctx, b, ps, w.agents[0], 32<<20)
-	vs("throughput, one TCP stream, DERP (median of 3 × 32 MiB)", median(costs[0].rates), median(costs[1].rates), fmtMBs, ">= 1.1")
+	costs := transfer(ctx, b, ps, w.agents[0], mibs<<20)
+	vs(fmt.Sprintf("throughput, one TCP stream, DERP (median of %d × %d MiB)", rounds, mibs), median(costs[0].rates), median(costs[1].rates), fmtMBs, ">= 1.1")
 	cpuPerGB := func(i int) float64 { return costs[i].cpu.Seconds() / (float64(costs[i].bytes) / 1e9) }
 	vs("tunnel process CPU per GB, DERP", cpuPerGB(0), cpuPerGB(1), func(v float64) string { return fmt.Sprintf("%.1f s", v) }, "")
+	share := func(cpu, elapsed time.Duration) float64 { return cpu.Seconds() / elapsed.Seconds() }
+	vs("  tunnel process CPU while transferring, DERP", share(costs[0].cpu, costs[0].elapsed), share(costs[1].cpu, costs[1].elapsed), fmtCore, "")
+	vs("  bench process CPU meanwhile (DERP server, agent, host IP stack)", share(costs[0].benchCPU, costs[0].elapsed), share(costs[1].benchCPU, costs[1].elapsed), fmtCore, "")
+	benchPerGB := func(i int) float64 { return costs[i].benchCPU.Seconds() / (float64(costs[i].bytes) / 1e9) }
+	vs("  bench process CPU per GB meanwhile", benchPerGB(0), benchPerGB(1), func(v float64) string { return fmt.Sprintf("%.1f s", v) }, "")
 }
 
 // benchVersusIdleNoSession: both processes idle side by side after the

@@ -72,3 +72,14 @@ func TestBinariesLinkNoCoderTunnel(t *testing.T) {
 		}
 	}
 }
+
+// The profiler windows (internal/profwindow) are for the profiling build
+// of the library only (-tags codervpn_profile): what ships has no
+// environment variable that starts a CPU profile or a trace.
+func TestBinariesLinkNoProfiler(t *testing.T) {
+	for dep := range goListDeps(t, modulePath+"/cmd/codervpn", modulePath+"/cmd/dylib") {
+		if dep == modulePath+"/internal/profwindow" {
+			t.Errorf("the shipped binaries link %s, the profiling build's windows", dep)
+		}
+	}
+}

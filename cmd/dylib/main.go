@@ -57,12 +57,20 @@ func coderStartVPN(tun_fd, read_fd, write_fd C.int32_t) (rc C.int32_t) { //nolin
 //export coderStopVPN
 func coderStopVPN(handle C.int32_t) (rc C.int32_t) {
 	defer recoverTo(&rc)
+	if endProfile != nil {
+		endProfile()
+	}
 	rc = C.int32_t(registry.Stop(int32(handle)))
 	if rc == 0 {
 		releaseMemory()
 	}
 	return rc
 }
+
+// endProfile, set only in the profiling build (profile.go), ends its
+// window at the first stop and waits until the files are written: a host
+// may exit right after its stop, before the window would have ended.
+var endProfile func()
 
 // releaseMemory returns a stopped engine's memory to the system. The host
 // process outlives many tunnels (the library cannot be unloaded), and the

@@ -10,6 +10,8 @@
 // Usage: codertunnel, with fd 3 the tunnel's end of a utun-framed
 // socketpair, fd 4 the pipe it reads ManagerMessages from and fd 5 the pipe
 // it writes TunnelMessages to. It runs until SIGTERM or SIGINT.
+// CODERTUNNEL_PROFILE=dir,delay,window[,kinds] profiles it over a window
+// (profile.go).
 //
 // What it sets up is what `coder vpn-daemon run` does on macOS (a debug
 // logger whose records go to the manager, vpn.UseAsLogger), with the
@@ -51,6 +53,11 @@ func main() {
 }
 
 func run() error {
+	finishProfile, err := startProfile()
+	if err != nil {
+		return err
+	}
+	defer finishProfile() // last: the window may cover the tunnel's close
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	pipe, err := vpn.NewBidirectionalPipe(rpcReadFD, rpcWriteFD)
