@@ -44,6 +44,11 @@ type latencyStats struct {
 	// gcs is how many collections the process logged during its blocks,
 	// -1 unless GODEBUG=gctrace=1 makes it log them (to its stderr).
 	gcs int
+	// syscalls is how many system calls the process made from its first
+	// measured block to its last, -1 unless CODERVPN_BENCH_PERF=1. It
+	// includes the process's few idle calls while the other one was
+	// measured.
+	syscalls int64
 }
 
 // quantile is the q-th quantile (0..1) of the round trips, nearest rank.
@@ -80,8 +85,19 @@ func latencies(ctx context.Context, b *testing.B, ps []*tunnelProc, agent *vpnte
 			out[i].gcs = 0
 		}
 	}
+	perfs := make([]*perfStat, len(ps))
+	for i := range out {
+		out[i].syscalls = -1
+	}
 	for blk := range blocks + 1 {
 		for i, pg := range pingers {
+			if blk == 1 && perfCounting() {
+				p, err := startPerfStat(ps[i].pid)
+				if err != nil {
+					b.Fatal(err)
+				}
+				perfs[i] = p
+			}
 			s0, err := sampleProc(ps[i].pid)
 			if err != nil {
 				b.Fatal(err)
@@ -110,6 +126,16 @@ func latencies(ctx context.Context, b *testing.B, ps []*tunnelProc, agent *vpnte
 				out[i].gcs += gcCount(ps[i].stderr()) - gc0
 			}
 		}
+	}
+	for i, p := range perfs {
+		if p == nil {
+			continue
+		}
+		n, err := p.stop()
+		if err != nil {
+			b.Fatal(err)
+		}
+		out[i].syscalls = n
 	}
 	dumpLatencies(b, out)
 	return out
@@ -155,6 +181,9 @@ func reportLatencies(lat []latencyStats, what string) {
 	vs("  voluntary context switches per round trip", per(lat[0].voluntary, lat[0]), per(lat[1].voluntary, lat[1]), fmtPer, "")
 	vs("  involuntary context switches per round trip", per(lat[0].invol, lat[0]), per(lat[1].invol, lat[1]), fmtPer, "")
 	vs("  CPU per round trip", usOf(lat[0].cpu)/float64(n), usOf(lat[1].cpu)/float64(n), fmtUS, "")
+	if lat[0].syscalls >= 0 {
+		vs("  system calls per round trip (perf stat)", per(lat[0].syscalls, lat[0]), per(lat[1].syscalls, lat[1]), fmtPer, "")
+	}
 	if lat[0].gcs >= 0 {
 		vs("  collections during the round trips (GODEBUG=gctrace=1)", float64(lat[0].gcs), float64(lat[1].gcs), fmtN, "")
 	}
