@@ -103,8 +103,12 @@ type Device struct {
 	closeErr error
 	closeMu  sync.Mutex
 
-	rmu      sync.Mutex // serialises Read; guards rd and rscratch
-	rd       readCall
+	rmu sync.Mutex // serialises Read; guards rd, drained and rscratch
+	rd  readCall
+	// drained is set when the last Read ended because the fd had nothing
+	// more queued (or at the start, when nothing is known): the next Read
+	// then skips the direct try and goes to the poller at once.
+	drained  bool
 	readFn   func(uintptr) bool // d.readSome, bound once so Read does not allocate
 	rscratch []byte             // utun frames when the caller left < 4 bytes of headroom
 
@@ -213,6 +217,7 @@ func New(fd int, opts Options) (*Device, error) {
 		return nil, fmt.Errorf("tunfd: fd %d: %w", fd, err)
 	}
 	d.readFn = d.readSome
+	d.drained = true
 	d.events = make(chan tun.Event, 1)
 	d.events <- tun.EventUp
 	return d, nil

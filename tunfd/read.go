@@ -31,12 +31,20 @@ func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	d.rmu.Lock()
 	defer d.rmu.Unlock()
 	d.rd = readCall{bufs: bufs, sizes: sizes, offset: offset, limit: limit}
-	// Fast path: when packets are already queued, take them with a direct
-	// non-blocking syscall, skipping the poller's bookkeeping. Only when
-	// nothing is queued do we go through the RawConn, which re-arms the
-	// poller, tries again and parks until the fd is readable.
+	// Fast path: when the last Read filled its whole batch, more packets
+	// are likely queued: take them with a direct non-blocking syscall,
+	// skipping the poller's bookkeeping. Otherwise go through the RawConn
+	// at once, which re-arms the poller, tries the fd and parks until it
+	// is readable. Why not always try the direct call first: when the last
+	// Read emptied the queue (every Read of one packet at a time: small
+	// requests and their answers) the direct try finds nothing, and the
+	// RawConn must try again anyway after re-arming (a packet arriving in
+	// between would otherwise be missed), so the direct try was a wasted
+	// system call per packet read (bench/RESULTS.md, "Round-trip tail").
 	var err error
-	if !d.enter() {
+	if d.drained {
+		err = d.rc.Read(d.readFn)
+	} else if !d.enter() {
 		err = os.ErrClosed
 	} else {
 		done := d.readSome(uintptr(d.fd))
@@ -46,6 +54,7 @@ func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		}
 	}
 	n, rerr := d.rd.n, d.rd.err
+	d.drained = n < d.rd.limit
 	d.rd = readCall{}
 	if n > 0 {
 		d.stats.packetsIn.Add(uint64(n))
@@ -89,6 +98,7 @@ func (d *Device) readSome(fd uintptr) bool {
 			continue
 		case unix.EAGAIN:
 			// Nothing (more) queued: wait if we have nothing to return yet.
+			d.stats.emptyReads.Add(1)
 			return r.n > 0
 		default:
 			if r.n == 0 {
