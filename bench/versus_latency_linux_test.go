@@ -45,10 +45,11 @@ type latencyStats struct {
 	// -1 unless GODEBUG=gctrace=1 makes it log them (to its stderr).
 	gcs int
 	// syscalls is how many system calls the process made from its first
-	// measured block to its last, -1 unless CODERVPN_BENCH_PERF=1. It
-	// includes the process's few idle calls while the other one was
+	// measured block to its last, -1 unless CODERVPN_BENCH_PERF=1, and
+	// reads how many of them were recvfrom or read (perfEvents). Both
+	// include the process's few idle calls while the other one was
 	// measured.
-	syscalls int64
+	syscalls, reads int64
 }
 
 // quantile is the q-th quantile (0..1) of the round trips, nearest rank.
@@ -135,7 +136,7 @@ func latencies(ctx context.Context, b *testing.B, ps []*tunnelProc, agent *vpnte
 		if err != nil {
 			b.Fatal(err)
 		}
-		out[i].syscalls = n
+		out[i].syscalls, out[i].reads = n.syscalls, n.reads
 	}
 	dumpLatencies(b, out)
 	return out
@@ -183,6 +184,7 @@ func reportLatencies(lat []latencyStats, what string) {
 	vs("  CPU per round trip", usOf(lat[0].cpu)/float64(n), usOf(lat[1].cpu)/float64(n), fmtUS, "")
 	if lat[0].syscalls >= 0 {
 		vs("  system calls per round trip (perf stat)", per(lat[0].syscalls, lat[0]), per(lat[1].syscalls, lat[1]), fmtPer, "")
+		vs("  reads of the tunnel fd per round trip (recvfrom, read)", per(lat[0].reads, lat[0]), per(lat[1].reads, lat[1]), fmtPer, "")
 	}
 	if lat[0].gcs >= 0 {
 		vs("  collections during the round trips (GODEBUG=gctrace=1)", float64(lat[0].gcs), float64(lat[1].gcs), fmtN, "")
