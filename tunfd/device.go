@@ -105,9 +105,10 @@ type Device struct {
 
 	rmu sync.Mutex // serialises Read; guards rd, drained and rscratch
 	rd  readCall
-	// drained is set when the last Read ended because the fd had nothing
-	// more queued (or at the start, when nothing is known): the next Read
-	// then skips the direct try and goes to the poller at once.
+	// drained is set when the last Read found the fd empty before its
+	// first packet and ended with the fd empty again (and at the start):
+	// packets come one at a time, and the next Read goes to the poller
+	// without a direct try.
 	drained  bool
 	readFn   func(uintptr) bool // d.readSome, bound once so Read does not allocate
 	rscratch []byte             // utun frames when the caller left < 4 bytes of headroom
@@ -124,6 +125,7 @@ type readCall struct {
 	offset int
 	limit  int
 	n      int
+	waited bool // the fd was found empty before the first packet
 	err    error
 }
 
