@@ -17,8 +17,19 @@ func perfCounting() bool { return os.Getenv("CODERVPN_BENCH_PERF") == "1" }
 
 // perfStat is one running `perf stat` attached to a process.
 type perfStat struct {
-	cmd *exec.Cmd
-	out bytes.Buffer
+	cmd    *exec.Cmd
+	out    bytes.Buffer
+	waited bool
+}
+
+// kill ends a perf stat that stop did not (a measurement that failed).
+func (p *perfStat) kill() {
+	if p.waited {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	_ = p.cmd.Wait()
+	p.waited = true
 }
 
 // perfEvents are what perfStat counts: every system call, and the two
@@ -50,6 +61,7 @@ func (p *perfStat) stop() (perfCounts, error) {
 		return c, fmt.Errorf("stop perf stat: %w", err)
 	}
 	_ = p.cmd.Wait() // perf exits non-zero on SIGINT; the counts are written
+	p.waited = true
 	seen := 0
 	for _, line := range strings.Split(p.out.String(), "\n") {
 		f := strings.Split(line, ",")

@@ -98,6 +98,7 @@ func latencies(ctx context.Context, b *testing.B, ps []*tunnelProc, agent *vpnte
 					b.Fatal(err)
 				}
 				perfs[i] = p
+				b.Cleanup(p.kill)
 			}
 			s0, err := sampleProc(ps[i].pid)
 			if err != nil {
