@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -92,14 +93,18 @@ type chostResult struct {
 
 // startCHost starts the C host with the library loaded and env (if not
 // empty) added to this process's environment.
-func startCHost(b *testing.B, env string) *dlhost.Host {
+func startCHost(b *testing.B, env string) *dlhost.Host { return startCHostOut(b, env, nil) }
+
+// startCHostOut is startCHost with the host's stdout and stderr going to
+// out (nil discards them).
+func startCHostOut(b *testing.B, env string, out io.Writer) *dlhost.Host {
 	b.Helper()
 	lib, hostBin := library(b)
 	environ := os.Environ()
 	if env != "" {
 		environ = append(environ, env)
 	}
-	host, err := dlhost.Start(hostBin, lib, environ, nil)
+	host, err := dlhost.Start(hostBin, lib, environ, out)
 	if err != nil {
 		b.Fatal(err)
 	}

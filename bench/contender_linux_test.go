@@ -52,7 +52,10 @@ func launchOurs(ctx context.Context, b *testing.B) *tunnelProc {
 	b.Helper()
 	// CODERVPN_BENCH_OURS_ENV (one NAME=value) goes to our process only:
 	// how a lever such as GOGC is measured against the same baseline.
-	host := startCHost(b, os.Getenv("CODERVPN_BENCH_OURS_ENV"))
+	// Its output is kept, as Coder's is: what GODEBUG=gctrace=1 logs, or
+	// a crash.
+	var out lockedBuffer
+	host := startCHostOut(b, os.Getenv("CODERVPN_BENCH_OURS_ENV"), &out)
 	h, handle := connectCHost(ctx, b, host)
 	var once sync.Once
 	var endErr error
@@ -77,7 +80,7 @@ func launchOurs(ctx context.Context, b *testing.B) *tunnelProc {
 			return false
 		}
 	}
-	return &tunnelProc{h: h, pid: host.Pid(), end: end, exited: exited, stderr: func() string { return "" }}
+	return &tunnelProc{h: h, pid: host.Pid(), end: end, exited: exited, stderr: out.String}
 }
 
 var (

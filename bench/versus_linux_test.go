@@ -32,6 +32,7 @@ func BenchmarkVersusCoder(b *testing.B) {
 	coderBinary(b)
 	b.Run("start", benchVersusStart)
 	b.Run("steady", benchVersusSteady)
+	b.Run("latency", benchVersusLatency)
 	b.Run("derp", benchVersusDERP)
 	b.Run("idle0", benchVersusIdleNoSession)
 	b.Run("idle100", benchVersusIdle100)

@@ -118,9 +118,7 @@ func benchVersusSteady(b *testing.B) {
 	vs("context switches (voluntary + involuntary) per MB, direct", swPerMB(0), swPerMB(1), func(v float64) string { return fmt.Sprintf("%.1f", v) }, "")
 	vs("anonymous memory, highest sample during the transfers", float64(costs[0].peakKB), float64(costs[1].peakKB), fmtMiB, "<= 0.5")
 
-	lat := latencies(ctx, b, ps, w.agents[0])
-	vs("small request round trip, median", lat[0][0], lat[1][0], fmtUS, "")
-	vs("small request round trip, p99", lat[0][1], lat[1][1], fmtUS, "")
+	reportLatencies(latencies(ctx, b, ps, w.agents[0]), "small request round trip")
 
 	var stops []float64
 	for i, p := range ps {
@@ -135,42 +133,6 @@ func benchVersusSteady(b *testing.B) {
 }
 
 func fmtUS(v float64) string { return fmt.Sprintf("%.0f µs", v) }
-
-// latencies measures small-request round trips to agent through each
-// process, alternating in blocks; per process the median and p99 in µs.
-func latencies(ctx context.Context, b *testing.B, ps []*tunnelProc, agent *vpntest.Agent) [][2]float64 {
-	b.Helper()
-	const perBlock, blocks = 100, 10
-	pingers := make([]*pinger, len(ps))
-	for i, p := range ps {
-		pg, err := newPinger(ctx, p.h.DialTCP, addrHTTP(agent))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer pg.c.Close()
-		pingers[i] = pg
-	}
-	samples := make([][]time.Duration, len(ps))
-	for blk := range blocks + 1 {
-		for i, pg := range pingers {
-			for range perBlock {
-				d, err := pg.roundTrip()
-				if err != nil {
-					b.Fatal(err)
-				}
-				if blk > 0 { // the first block warms up
-					samples[i] = append(samples[i], d)
-				}
-			}
-		}
-	}
-	out := make([][2]float64, len(ps))
-	for i, s := range samples {
-		med, p99 := quantiles(s)
-		out[i] = [2]float64{float64(med) / 1e3, float64(p99) / 1e3}
-	}
-	return out
-}
 
 // derpMiBEnv sets the size of each DERP transfer round in MiB (default
 // 32): longer rounds give a profile window (CODERVPN_PROFILE,

@@ -103,8 +103,13 @@ type Device struct {
 	closeErr error
 	closeMu  sync.Mutex
 
-	rmu      sync.Mutex // serialises Read; guards rd and rscratch
-	rd       readCall
+	rmu sync.Mutex // serialises Read; guards rd, drained and rscratch
+	rd  readCall
+	// drained is set when the last Read found the fd empty before its
+	// first packet and ended with the fd empty again (and at the start):
+	// packets come one at a time, and the next Read goes to the poller
+	// without a direct try.
+	drained  bool
 	readFn   func(uintptr) bool // d.readSome, bound once so Read does not allocate
 	rscratch []byte             // utun frames when the caller left < 4 bytes of headroom
 
@@ -120,6 +125,7 @@ type readCall struct {
 	offset int
 	limit  int
 	n      int
+	waited bool // the fd was found empty before the first packet
 	err    error
 }
 
@@ -213,6 +219,7 @@ func New(fd int, opts Options) (*Device, error) {
 		return nil, fmt.Errorf("tunfd: fd %d: %w", fd, err)
 	}
 	d.readFn = d.readSome
+	d.drained = true
 	d.events = make(chan tun.Event, 1)
 	d.events <- tun.EventUp
 	return d, nil

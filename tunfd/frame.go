@@ -128,6 +128,10 @@ type Stats struct {
 
 	PacketsIn  uint64 // packets delivered to the engine by Read
 	PacketsOut uint64 // packets written to the fd by Write
+	// EmptyReads: reads of the fd that found nothing queued (EAGAIN), each
+	// a system call that brought no packet. One ends every Read that took
+	// less than a full batch, and one comes before each wait for the fd.
+	EmptyReads uint64
 }
 
 // String renders the counters compactly for a log line.
@@ -143,6 +147,7 @@ type counters struct {
 	short, unknownFamily, badVersion, mismatch, oversize atomic.Uint64
 	writeBadVersion, writeErrors                         atomic.Uint64
 	packetsIn, packetsOut                                atomic.Uint64
+	emptyReads                                           atomic.Uint64
 }
 
 func (c *counters) drop(v verdict) {
@@ -169,5 +174,6 @@ func (c *counters) snapshot() Stats {
 		WriteErrors:       c.writeErrors.Load(),
 		PacketsIn:         c.packetsIn.Load(),
 		PacketsOut:        c.packetsOut.Load(),
+		EmptyReads:        c.emptyReads.Load(),
 	}
 }

@@ -31,12 +31,22 @@ func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	d.rmu.Lock()
 	defer d.rmu.Unlock()
 	d.rd = readCall{bufs: bufs, sizes: sizes, offset: offset, limit: limit}
-	// Fast path: when packets are already queued, take them with a direct
-	// non-blocking syscall, skipping the poller's bookkeeping. Only when
-	// nothing is queued do we go through the RawConn, which re-arms the
-	// poller, tries again and parks until the fd is readable.
+	// Fast path: when packets are likely queued, take them with a direct
+	// non-blocking syscall, skipping the poller's bookkeeping; otherwise,
+	// or when that finds nothing, go through the RawConn, which re-arms
+	// the poller, tries the fd and parks until it is readable. Packets
+	// come one at a time (small requests and their answers) when the
+	// last Read had to wait for its first one and then emptied the queue:
+	// then the direct try would find nothing, and the RawConn must try
+	// again anyway after re-arming (a packet arriving in between would
+	// otherwise be missed), a wasted system call per packet read
+	// (bench/RESULTS.md, "Round-trip tail"). The direct try stays for
+	// every other Read: in a stream the queue refills while the engine
+	// works, and the try finds packets.
 	var err error
-	if !d.enter() {
+	if d.drained {
+		err = d.rc.Read(d.readFn)
+	} else if !d.enter() {
 		err = os.ErrClosed
 	} else {
 		done := d.readSome(uintptr(d.fd))
@@ -46,6 +56,7 @@ func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		}
 	}
 	n, rerr := d.rd.n, d.rd.err
+	d.drained = d.rd.waited && n < d.rd.limit
 	d.rd = readCall{}
 	if n > 0 {
 		d.stats.packetsIn.Add(uint64(n))
@@ -89,6 +100,10 @@ func (d *Device) readSome(fd uintptr) bool {
 			continue
 		case unix.EAGAIN:
 			// Nothing (more) queued: wait if we have nothing to return yet.
+			d.stats.emptyReads.Add(1)
+			if r.n == 0 {
+				r.waited = true
+			}
 			return r.n > 0
 		default:
 			if r.n == 0 {
