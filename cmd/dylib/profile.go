@@ -14,34 +14,17 @@ package main
 import (
 	"fmt"
 	"os"
-	"sync"
 
 	"github.com/codervpn/codervpn/internal/profwindow"
 )
 
 func init() {
-	v := os.Getenv("CODERVPN_PROFILE")
-	if v == "" {
-		return
-	}
-	spec, err := profwindow.Parse(v)
+	end, err := profwindow.Start("CODERVPN_PROFILE")
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "CODERVPN_PROFILE: %v\n", err)
-		return
-	}
-	spec.Prepare() // before the tunnel allocates anything
-	stop, done := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	endProfile = func() { // the first coderStopVPN ends the window early
-		once.Do(func() { close(stop) })
-		<-done
-	}
-	go func() {
-		defer close(done)
 		// stderr: the library has no other place for this before a tunnel
 		// exists.
-		if err := spec.Record(stop); err != nil {
-			fmt.Fprintf(os.Stderr, "CODERVPN_PROFILE: %v\n", err)
-		}
-	}()
+		fmt.Fprintln(os.Stderr, err)
+		return
+	}
+	endProfile = end // the first coderStopVPN ends the window early
 }

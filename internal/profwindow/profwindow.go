@@ -30,6 +30,7 @@ import (
 	"runtime/pprof"
 	"runtime/trace"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -89,17 +90,19 @@ func (s Spec) Prepare() {
 	}
 }
 
-// Record waits out the delay, records over the window and writes the
+// Record waits out the delay (none when it is zero), records over the window and writes the
 // files. A close of stop ends the wait or the window early (the files are
 // still written), so that a process told to exit keeps what it recorded;
 // a nil stop never closes. The error joins every file's failure.
 func (s Spec) Record(stop <-chan struct{}) error {
 	t := time.NewTimer(s.Delay)
-	select { // the wait is the point: the window starts after the process's start
-	case <-t.C:
-	case <-stop:
-		t.Stop()
-		return errors.New("stopped before the window opened")
+	if s.Delay > 0 { // a zero delay opens the window at once, whatever stop says
+		select { // the wait is the point: the window starts after the process's start
+		case <-t.C:
+		case <-stop:
+			t.Stop()
+			return errors.New("stopped before the window opened")
+		}
 	}
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		return fmt.Errorf("profile directory: %w", err)
@@ -168,4 +171,36 @@ func writeProfile(path, name string, debug int) error {
 		return err
 	}
 	return f.Close()
+}
+
+// Start records the window the environment variable env asks for, if it
+// is set, from now on a goroutine of its own. end ends the window early
+// (the first call; any call waits) and returns once the files are
+// written: a process about to exit calls it so that it keeps what was
+// recorded. With env unset, end does nothing. A failure to record goes
+// to stderr, named by env: the processes that profile themselves this way
+// (the library's profiling build, the bench's copy of Coder's tunnel)
+// have no other place for it before they run anything.
+func Start(env string) (end func(), err error) {
+	v := os.Getenv(env)
+	if v == "" {
+		return func() {}, nil
+	}
+	spec, err := Parse(v)
+	if err != nil {
+		return func() {}, fmt.Errorf("%s: %w", env, err)
+	}
+	spec.Prepare()
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := spec.Record(stop); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", env, err)
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(stop) })
+		<-done
+	}, nil
 }

@@ -37,10 +37,14 @@ func TestRecordCPU(t *testing.T) {
 	spec := Spec{Dir: dir, Window: 300 * time.Millisecond, CPU: true}
 	done := make(chan error, 1)
 	go func() { done <- spec.Record(nil) }()
-	stopBurn := make(chan struct{})
-	go burn(stopBurn)
+	stopBurn, burnt := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(burnt)
+		burn(stopBurn)
+	}()
 	err := <-done
 	close(stopBurn)
+	<-burnt // the burner ends with the test
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,3 +145,35 @@ func burn(stop <-chan struct{}) {
 }
 
 var sink uint64
+
+// TestStart records the window an environment variable asks for, and the
+// end it returns writes the files at once however long the window was
+// meant to be; with the variable unset nothing is recorded.
+func TestStart(t *testing.T) {
+	const env = "PROFWINDOW_TEST_PROFILE"
+	t.Setenv(env, "")
+	end, err := Start(env)
+	if err != nil {
+		t.Fatalf("unset: %v", err)
+	}
+	end()
+
+	t.Setenv(env, "/tmp,1s")
+	if _, err := Start(env); err == nil {
+		t.Fatal("a malformed window was accepted")
+	}
+
+	dir := t.TempDir()
+	t.Setenv(env, dir+",0s,1h,cpu")
+	end, err = Start(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end()
+	end() // a second end only waits, as a second stop would
+	for _, name := range []string{"cpu.pprof", "goroutine.txt"} {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Size() == 0 {
+			t.Errorf("%s after end: %v", name, err)
+		}
+	}
+}

@@ -11,7 +11,9 @@
 // socketpair, fd 4 the pipe it reads ManagerMessages from and fd 5 the pipe
 // it writes TunnelMessages to. It runs until SIGTERM or SIGINT.
 // CODERTUNNEL_PROFILE=dir,delay,window[,kinds] profiles it over a window
-// (profile.go).
+// (internal/profwindow), as CODERVPN_PROFILE does the profiling build of
+// our library, so that the bench can profile both tunnels over the same
+// part of a run.
 //
 // What it sets up is what `coder vpn-daemon run` does on macOS (a debug
 // logger whose records go to the manager, vpn.UseAsLogger), with the
@@ -36,6 +38,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/coder/coder/v2/vpn"
+
+	"github.com/codervpn/codervpn/internal/profwindow"
 )
 
 // The fds the parent hands over (exec.Cmd.ExtraFiles).
@@ -45,6 +49,9 @@ const (
 	rpcWriteFD = 5
 )
 
+// profileEnv asks for a profile window, delay counted from the start.
+const profileEnv = "CODERTUNNEL_PROFILE"
+
 func main() {
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "codertunnel:", err)
@@ -53,7 +60,9 @@ func main() {
 }
 
 func run() error {
-	finishProfile, err := startProfile()
+	// At SIGTERM the bench ends the process: the profile window ends early
+	// so that the files keep what was recorded.
+	finishProfile, err := profwindow.Start(profileEnv)
 	if err != nil {
 		return err
 	}
