@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,15 +21,20 @@ const latencyPerBlock = 100
 // block: CODERVPN_BENCH_LATENCY_BLOCKS, 10 unless set. A p99 of 1,000
 // round trips rests on its ten slowest, so one stall on a shared machine
 // moves it; more blocks tell a steady tail from such a stall.
-func latencyBlocks(b *testing.B) int {
+func latencyBlocks(b *testing.B) int { return envCount(b, "CODERVPN_BENCH_LATENCY_BLOCKS", 10) }
+
+// envCount is the positive whole number the environment variable name
+// sets, or def when it is unset: a bench knob whose default is what
+// `make bench` measures.
+func envCount(b *testing.B, name string, def int) int {
 	b.Helper()
-	v := os.Getenv("CODERVPN_BENCH_LATENCY_BLOCKS")
+	v := os.Getenv(name)
 	if v == "" {
-		return 10
+		return def
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 {
-		b.Fatalf("CODERVPN_BENCH_LATENCY_BLOCKS=%q: want a positive number of blocks", v)
+		b.Fatalf("%s=%q: want a positive whole number", name, v)
 	}
 	return n
 }
@@ -52,15 +56,7 @@ type latencyStats struct {
 	syscalls, reads int64
 }
 
-// quantile is the q-th quantile (0..1) of the round trips, nearest rank.
-func (s latencyStats) quantile(q float64) time.Duration {
-	x := slices.Clone(s.samples)
-	slices.Sort(x)
-	i := min(int(float64(len(x))*q), len(x)-1)
-	return x[i]
-}
-
-// us is a duration in µs, as the rows report it.
+// usOf is a duration in µs, as the rows report it.
 func usOf(d time.Duration) float64 { return float64(d) / 1e3 }
 
 // latencies measures small-request round trips to agent through each
@@ -81,15 +77,12 @@ func latencies(ctx context.Context, b *testing.B, ps []*tunnelProc, agent *vpnte
 	}
 	out := make([]latencyStats, len(ps))
 	for i := range out {
-		out[i].gcs = -1
+		out[i].gcs, out[i].syscalls = -1, -1
 		if gcTraced() {
 			out[i].gcs = 0
 		}
 	}
 	perfs := make([]*perfStat, len(ps))
-	for i := range out {
-		out[i].syscalls = -1
-	}
 	for blk := range blocks + 1 {
 		for i, pg := range pingers {
 			if blk == 1 && perfCounting() {
@@ -177,7 +170,7 @@ func reportLatencies(lat []latencyStats, what string) {
 		q    float64
 	}{{"median", 0.5}, {"p90", 0.9}, {"p99", 0.99}, {"p99.9", 0.999}, {"max", 1}} {
 		vs(fmt.Sprintf("%s, %s (%d round trips)", what, q.name, n),
-			usOf(lat[0].quantile(q.q)), usOf(lat[1].quantile(q.q)), fmtUS, "")
+			usOf(quantile(lat[0].samples, q.q)), usOf(quantile(lat[1].samples, q.q)), fmtUS, "")
 	}
 	per := func(v int64, s latencyStats) float64 { return float64(v) / float64(len(s.samples)) }
 	vs("  voluntary context switches per round trip", per(lat[0].voluntary, lat[0]), per(lat[1].voluntary, lat[1]), fmtPer, "")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -144,14 +143,7 @@ const derpMiBEnv = "CODERVPN_BENCH_DERP_MIB"
 // core, and the bench process's (which holds the DERP server, the agent
 // and the host's userspace IP stack) over the same rounds.
 func benchVersusDERP(b *testing.B) {
-	mibs := int64(32)
-	if v := os.Getenv(derpMiBEnv); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n <= 0 {
-			b.Fatalf("%s=%q: want a positive number of MiB", derpMiBEnv, v)
-		}
-		mibs = n
-	}
+	mibs := int64(envCount(b, derpMiBEnv, 32))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute+time.Duration(mibs/32)*time.Minute)
 	defer cancel()
 	w := newWorld(ctx, b, vpntest.Options{BlockDirect: true}, 1)
