@@ -121,7 +121,7 @@ func funcs(s *profile.Sample) []string {
 const (
 	ours    = "ours (github.com/codervpn)"
 	engine  = "engine (coder tailnet, tailscale, wireguard-go, gVisor)"
-	bench   = "codertunnel main (the bench's utun device)"
+	bench   = "package main (codertunnel: its utun device; our library: the C ABI)"
 	crypto  = "crypto"
 	syscall = "system calls"
 	gc      = "runtime: garbage collection"
